@@ -1,0 +1,471 @@
+"""The stack configuration model: every check lives here, before any resource exists.
+
+A stack file's ``mqtt-cluster:*`` keys are validated into one :class:`StackConfig`. Each problem
+becomes ONE line naming the stack file, the key and the problem::
+
+    stacks/Pulumi.dev.yaml: mqtt-cluster:brokers.count: must be at least 1 (got 0)
+
+This module has no Pulumi imports, so the model is usable by renderers, tools and tests alike;
+:func:`load` (in ``components.settings``) reads ``pulumi.Config`` and calls :func:`parse`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT = "mqtt-cluster"
+
+# Availability zones per region, as offered to a typical account. Used to refuse an AZ count a
+# region cannot hold before anything is registered, and to give the offline plan realistic answers.
+# us-east-1e and us-west-1a are closed to new accounts, so they are not listed.
+REGION_AZS: dict[str, tuple[str, ...]] = {
+    "us-east-1": ("a", "b", "c", "d", "f"),
+    "us-east-2": ("a", "b", "c"),
+    "us-west-1": ("b", "c"),
+    "us-west-2": ("a", "b", "c", "d"),
+    "ca-central-1": ("a", "b", "d"),
+    "sa-east-1": ("a", "b", "c"),
+    "eu-central-1": ("a", "b", "c"),
+    "eu-west-1": ("a", "b", "c"),
+    "eu-west-2": ("a", "b", "c"),
+    "eu-west-3": ("a", "b", "c"),
+    "eu-north-1": ("a", "b", "c"),
+    "ap-east-1": ("a", "b", "c"),
+    "ap-south-1": ("a", "b", "c"),
+    "ap-southeast-1": ("a", "b", "c"),
+    "ap-southeast-2": ("a", "b", "c"),
+    "ap-northeast-1": ("a", "c", "d"),
+    "ap-northeast-2": ("a", "b", "c", "d"),
+}
+
+# Ports the design opens; kept here so the model, the firewall table and the renderers agree.
+MQTT_PORT = 1883
+MQTTS_PORT = 8883
+WS_PORT = 8083
+WSS_PORT = 8084
+DASHBOARD_PORT = 18083
+EMQX_DIST_PORT = 4370
+EMQX_RPC_PORT = 5370
+EPMD_PORT = 4369
+VERNEMQ_CLUSTER_PORT = 44053
+VERNEMQ_HTTP_PORT = 8888
+VERNEMQ_DIST_PORTS = (9100, 9109)
+SSH_PORT = 22
+HAPROXY_STATS_PORT = 8404
+
+# The last EMQX line published under Apache-2.0; later versions need a license key.
+EMQX_LICENSE_FREE_BELOW = (5, 9)
+
+WORLD = ("0.0.0.0/0", "::/0")
+
+
+class ConfigError(Exception):
+    """One line: the stack file, the key and the problem."""
+
+    def __init__(self, source: str, key: str, problem: str):
+        self.source, self.key, self.problem = source, key, problem
+        super().__init__(f"{source}: {key}: {problem}")
+
+
+class _Model(BaseModel):
+    # strict: a stack file that says `count: "3"` or `websocket: 1` is a typo worth reporting.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"not a valid CIDR block ({exc})") from None
+
+
+def _cidr_list(values: list[str]) -> list[str]:
+    for v in values:
+        _network(v)
+    return values
+
+
+class NetworkConfig(_Model):
+    """The VPC: one public and one private subnet per availability zone."""
+
+    cidr: str = "10.0.0.0/16"
+    """VPC CIDR block; /16 to /24."""
+    azs: int = Field(3, ge=2, le=6)
+    """Availability zones to spread over (at least 2: one zone is one failure)."""
+    nat: Literal["none", "single", "per-az"] = "single"
+    """NAT gateways: none (brokers without egress), single (cheap), per-az (no shared fate)."""
+    subnet_bits: int | None = Field(None, ge=1, le=8)
+    """Extra prefix bits per subnet; default: the fewest that fit 2 x azs subnets."""
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        net = _network(v)
+        if net.version != 4:
+            raise ValueError("must be an IPv4 CIDR block")
+        if not 16 <= net.prefixlen <= 24:
+            raise ValueError(f"prefix must be between /16 and /24 (got /{net.prefixlen})")
+        return v
+
+
+class BrokersConfig(_Model):
+    """The broker hosts."""
+
+    engine: Literal["emqx", "vernemq"] = "emqx"
+    """Broker software."""
+    version: str | None = None
+    """Image tag; default 5.8.6 for emqx, 2.1.1 for vernemq."""
+    image: str | None = None
+    """Full image reference, overriding engine/version (e.g. an ECR image)."""
+    count: int = Field(3, ge=1, le=32)
+    """Core nodes (EMQX core / VerneMQ nodes). Odd counts survive a partition better."""
+    replicants: int = Field(0, ge=0, le=64)
+    """EMQX replicant nodes (stateless readers that join a core)."""
+    instance_type: str = "t3.medium"
+    """EC2 type for core nodes."""
+    replicant_instance_type: str | None = None
+    """EC2 type for replicants; default: instance_type."""
+    root_volume_gb: int = Field(16, ge=8, le=1024)
+    data_volume_gb: int = Field(20, ge=1, le=16384)
+    """Encrypted gp3 volume holding the broker's data directory."""
+    websocket: bool = True
+    """Serve MQTT over WebSocket (8083, and 8084 with TLS at the load balancer)."""
+    keepalive: int = Field(60, ge=10, le=3600)
+    """MQTT keepalive (seconds) clients are expected to use; proxies' idle timeouts exceed it."""
+    accept_eula: bool = False
+    """VerneMQ images refuse to start unless their EULA is accepted; must be true for vernemq."""
+
+    @field_validator("instance_type", "replicant_instance_type")
+    @classmethod
+    def _itype(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[a-z][a-z0-9-]*\.[a-z0-9]+", v):
+            raise ValueError(f"not an EC2 instance type (got {v!r})")
+        return v
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"\d+\.\d+(\.\d+)?([.-][A-Za-z0-9.]+)?", v):
+            raise ValueError(f"not a version such as 5.8.6 (got {v!r})")
+        return v
+
+    @model_validator(mode="after")
+    def _engine_rules(self) -> BrokersConfig:
+        if self.engine == "vernemq":
+            if self.replicants:
+                raise _KeyedError("replicants", "replicant nodes exist only for emqx")
+            if not self.accept_eula:
+                raise _KeyedError(
+                    "accept_eula",
+                    "the vernemq image needs its EULA accepted: set accept_eula: true "
+                    "after reading https://vernemq.com/end-user-license-agreement",
+                )
+        elif self.accept_eula:
+            raise _KeyedError("accept_eula", "only meaningful for engine vernemq")
+        return self
+
+    @property
+    def effective_version(self) -> str:
+        return self.version or ("5.8.6" if self.engine == "emqx" else "2.1.1")
+
+    @property
+    def effective_image(self) -> str:
+        if self.image:
+            return self.image
+        repo = "emqx/emqx" if self.engine == "emqx" else "vernemq/vernemq"
+        return f"{repo}:{self.effective_version}"
+
+    @property
+    def needs_license(self) -> bool:
+        if self.engine != "emqx":
+            return False
+        major, minor = (int(x) for x in re.findall(r"\d+", self.effective_version)[:2])
+        return (major, minor) >= EMQX_LICENSE_FREE_BELOW
+
+
+class AccessConfig(_Model):
+    """Who may reach what."""
+
+    client_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"])
+    """Networks devices connect from (MQTT ports on the load balancer only)."""
+    admin_cidrs: list[str] = Field(default_factory=list)
+    """Operator networks allowed to SSH and to open the dashboard; never the whole internet."""
+    bastion: bool = False
+    """A small SSH jump host in a public subnet; the join commands go through it."""
+    bastion_instance_type: str = "t3.micro"
+    ssh_user: str = "ec2-user"
+
+    @field_validator("admin_cidrs")
+    @classmethod
+    def _admins(cls, v: list[str]) -> list[str]:
+        _cidr_list(v)
+        for cidr in v:
+            if _network(cidr).prefixlen == 0:
+                raise ValueError(f"{cidr} opens SSH and the dashboard to the whole internet")
+        return v
+
+    @field_validator("client_cidrs")
+    @classmethod
+    def _clients_nonempty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("needs at least one network (devices could not connect)")
+        return _cidr_list(v)
+
+
+class LoadBalancerConfig(_Model):
+    """TLS termination in front of the brokers."""
+
+    kind: Literal["nlb", "elb", "nginx", "haproxy"] = "nlb"
+    """nlb (default), elb (classic), or self-hosted nginx / haproxy hosts."""
+    certificate_arn: str | None = None
+    """Existing ACM certificate (nlb / elb)."""
+    domain: str | None = None
+    """Client hostname; with hosted_zone_id, a DNS-validated ACM certificate and an alias record."""
+    hosted_zone_id: str | None = None
+    """Public Route53 zone of `domain`."""
+    plain_mqtt: bool = False
+    """Also expose unencrypted 1883 (off: credentials would cross the internet in clear)."""
+    proxy_protocol: bool = False
+    """Send PROXY protocol v2 to the brokers so they see client addresses; drives both ends."""
+    stickiness: bool = False
+    """Source-IP stickiness on the NLB target groups."""
+    deregistration_delay: int = Field(30, ge=0, le=3600)
+    """Seconds an NLB keeps draining a removed broker."""
+    tls_policy: str = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    """NLB TLS policy; must be a TLS 1.2+ policy."""
+    proxies: int = Field(2, ge=1, le=16)
+    """nginx / haproxy hosts (2+ avoids a single point of failure)."""
+    proxy_instance_type: str = "t3.small"
+
+    @field_validator("tls_policy")
+    @classmethod
+    def _policy(cls, v: str) -> str:
+        if not re.match(r"ELBSecurityPolicy-(TLS13-1-[23]|TLS-1-2|FS-1-2)", v):
+            raise ValueError(f"{v} admits TLS below 1.2; use e.g. ELBSecurityPolicy-TLS13-1-2-2021-06")
+        return v
+
+    @field_validator("certificate_arn")
+    @classmethod
+    def _arn(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+", v):
+            raise ValueError(f"not an ACM certificate ARN (got {v!r})")
+        return v
+
+    @model_validator(mode="after")
+    def _tls_source(self) -> LoadBalancerConfig:
+        if self.hosted_zone_id and not self.domain:
+            raise _KeyedError("domain", "hosted_zone_id is set but domain is not")
+        if self.kind in ("nginx", "haproxy") and self.certificate_arn:
+            raise _KeyedError("certificate_arn", f"an ACM certificate cannot be installed on {self.kind} hosts")
+        return self
+
+
+class LinksConfig(_Model):
+    """The global (linking) stack: which regional stacks it ties together and how."""
+
+    stacks: list[str] = Field(min_length=2)
+    """Regional stack names, e.g. [prod-us-east-1, prod-eu-central-1]."""
+    organization: str | None = None
+    """Pulumi organisation of the regional stacks; default: the current one."""
+    mode: Literal["cluster", "bridge"] = "bridge"
+    """cluster: one cluster across regions; bridge: regional clusters bridged by MQTT over TLS."""
+    primary: str | None = None
+    """Stack whose seed the other regions join (cluster mode); default: the first."""
+    mesh: Literal["full", "hub"] = "full"
+    """Peer every pair (full) or every region with the primary only (hub)."""
+    bridge_topics: list[str] = Field(default_factory=lambda: ["#"])
+    """Topic filters bridged between regions (bridge mode)."""
+    global_hostname: str | None = None
+    """One client hostname over all regions (latency records); needs hosted_zone_id."""
+    hosted_zone_id: str | None = None
+
+    @model_validator(mode="after")
+    def _links(self) -> LinksConfig:
+        seen: set[str] = set()
+        for s in self.stacks:
+            if s in seen:
+                raise _KeyedError("stacks", f"{s} is linked to itself (listed twice)")
+            seen.add(s)
+        if self.primary and self.primary not in self.stacks:
+            raise _KeyedError("primary", f"{self.primary} is not one of the linked stacks")
+        if self.global_hostname and not self.hosted_zone_id:
+            raise _KeyedError("hosted_zone_id", "global_hostname needs the public zone it lives in")
+        return self
+
+
+class LocalConfig(_Model):
+    """The `local` stack: the cluster on one machine's Docker."""
+
+    proxy: Literal["nginx", "haproxy"] = "nginx"
+    mqtt_port: int = Field(1883, ge=1024, le=65535)
+    mqtts_port: int = Field(8883, ge=1024, le=65535)
+    dashboard_port: int = Field(18083, ge=1024, le=65535)
+    subnet: str = "172.28.0.0/24"
+    """Docker network subnet (pick one that clashes with nothing on the host)."""
+    build_image: bool = False
+    """Build docker/<engine>/Dockerfile instead of pulling the stock image."""
+
+
+_TOP_LEVEL_SECRETS = ("cookie", "dashboard_password", "license")
+
+
+class StackConfig(_Model):
+    """Everything one stack file can say."""
+
+    stack: str
+    environment: str
+    role: Literal["regional", "global", "local"] = "regional"
+    region: str | None = None
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    brokers: BrokersConfig = Field(default_factory=BrokersConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)
+    load_balancer: LoadBalancerConfig = Field(default_factory=LoadBalancerConfig)
+    links: LinksConfig | None = None
+    local: LocalConfig | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    # Secrets: whether the stack supplies them. Values never enter the model (see settings.py).
+    cookie: bool = False
+    dashboard_password: bool = False
+    license: bool = False
+
+    @field_validator("environment")
+    @classmethod
+    def _env(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", v):
+            raise ValueError(f"lower-case letters, digits and '-', starting with a letter (got {v!r})")
+        return v
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: dict[str, str]) -> dict[str, str]:
+        for k in v:
+            if k.lower().startswith("aws:"):
+                raise ValueError(f"tag keys may not start with 'aws:' (got {k!r})")
+        return v
+
+    @model_validator(mode="after")
+    def _combinations(self) -> StackConfig:
+        if self.role == "regional":
+            if not self.region:
+                raise _KeyedError("aws:region", "a regional stack needs a region")
+            if self.region not in REGION_AZS:
+                raise _KeyedError("aws:region", f"unknown or unsupported region {self.region!r}")
+            offered = len(REGION_AZS[self.region])
+            if self.network.azs > offered:
+                raise _KeyedError("network.azs", f"{self.region} offers {offered} availability zones (got {self.network.azs})")
+            from components.netplan import plan_subnets  # pure; imported late to avoid a cycle
+
+            try:
+                plan_subnets(self.network.cidr, self.network.azs, self.network.subnet_bits)
+            except ValueError as exc:
+                raise _KeyedError("network.cidr", str(exc)) from None
+            if self.brokers.needs_license and not self.license:
+                raise _KeyedError(
+                    "license",
+                    f"emqx {self.brokers.effective_version} needs a license key: "
+                    "`pulumi config set --secret mqtt-cluster:license …`, or use a 5.8.x version",
+                )
+            if self.access.bastion and not self.access.admin_cidrs:
+                raise _KeyedError("access.admin_cidrs", "a bastion needs at least one admin network to admit SSH from")
+        if self.role == "global" and self.links is None:
+            raise _KeyedError("links", "a global stack needs links (the regional stacks to tie together)")
+        if self.role != "global" and self.links is not None:
+            raise _KeyedError("links", "only a stack with role global links regions")
+        if self.role != "local" and self.local is not None:
+            raise _KeyedError("local", "only a stack with role local runs on Docker")
+        return self
+
+    @property
+    def is_emqx(self) -> bool:
+        return self.brokers.engine == "emqx"
+
+    @property
+    def base_tags(self) -> dict[str, str]:
+        return {
+            "Project": PROJECT,
+            "Environment": self.environment,
+            "Stack": self.stack,
+            "ManagedBy": "pulumi",
+            **self.tags,
+        }
+
+    @property
+    def zone_name(self) -> str:
+        """Private DNS zone of the node names, e.g. prod-eu-central-1.mqtt.internal."""
+        return f"{self.stack}.mqtt.internal"
+
+
+class _KeyedError(ValueError):
+    """A model-level problem that belongs to one key (relative to the model raising it)."""
+
+    def __init__(self, key: str, problem: str):
+        self.key, self.problem = key, problem
+        super().__init__(problem)
+
+
+def _describe(err: dict[str, Any]) -> str:
+    t, ctx, given = err["type"], err.get("ctx") or {}, err.get("input")
+    shown = json.dumps(given) if isinstance(given, (int, float, str, bool, type(None))) else type(given).__name__
+    if t == "extra_forbidden":
+        return "unknown key"
+    if t in ("greater_than_equal", "greater_than"):
+        return f"must be at least {ctx.get('ge', ctx.get('gt'))} (got {shown})"
+    if t in ("less_than_equal", "less_than"):
+        return f"must be at most {ctx.get('le', ctx.get('lt'))} (got {shown})"
+    if t == "literal_error":
+        return f"must be one of {ctx.get('expected')} (got {shown})"
+    if t in ("int_type", "int_parsing", "int_from_float"):
+        return f"must be a whole number (got {shown})"
+    if t in ("bool_type", "bool_parsing"):
+        return f"must be true or false (got {shown})"
+    if t in ("string_type",):
+        return f"must be a string (got {shown})"
+    if t in ("list_type",):
+        return f"must be a list (got {shown})"
+    if t in ("dict_type", "model_type", "model_attributes_type"):
+        return f"must be a mapping of keys (got {shown})"
+    if t == "too_short":
+        return f"needs at least {ctx.get('min_length')} entries"
+    if t == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    return f"{err['msg']} (got {shown})"
+
+
+def _key_of(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    top = parts[0] if parts else ""
+    if top == "region":
+        return "aws:region"
+    return f"{PROJECT}:{'.'.join(parts)}"
+
+
+def parse(raw: dict[str, Any], *, stack: str, source: str, region: str | None = None) -> StackConfig:
+    """Validate raw stack config (top-level keys without the project prefix) into the model.
+
+    Raises :class:`ConfigError` with one line naming ``source``, the key and the problem.
+    """
+    data = dict(raw)
+    data.setdefault("environment", stack)
+    data["stack"] = stack
+    if region is not None:
+        data["region"] = region
+    for k in _TOP_LEVEL_SECRETS:
+        if k in data:
+            data[k] = True
+    try:
+        return StackConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        loc = tuple(err["loc"])
+        original = (err.get("ctx") or {}).get("error")
+        if isinstance(original, _KeyedError):
+            key = original.key
+            prefix = [str(p) for p in loc if not isinstance(p, int)]
+            full = key if key.startswith("aws:") else f"{PROJECT}:{'.'.join([*prefix, key])}"
+            raise ConfigError(source, full, original.problem) from None
+        raise ConfigError(source, _key_of(loc), _describe(err)) from None

@@ -1,0 +1,59 @@
+"""Read the stack's configuration from Pulumi and validate it into the model, before any resource."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pulumi
+from pulumi.runtime import config as runtime_config
+
+from components.config import PROJECT, ConfigError, StackConfig, parse
+
+SOURCE_ENV = "MQTT_CLUSTER_CONFIG_SOURCE"
+"""Set by the offline plan to the file it read, so messages name that file."""
+
+
+class StackConfigError(ConfigError, pulumi.RunError):
+    """Raised from the program: Pulumi prints a RunError as one clean line, no traceback."""
+
+
+def source_name(stack: str) -> str:
+    return os.environ.get(SOURCE_ENV) or f"stacks/Pulumi.{stack}.yaml"
+
+
+def _raw_project_config() -> dict[str, object]:
+    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    prefix = f"{PROJECT}:"
+    cfg = pulumi.Config(PROJECT)
+    raw: dict[str, object] = {}
+    for full in sorted(keys):
+        if not full.startswith(prefix):
+            continue
+        key = full[len(prefix) :]
+        text = cfg.get(key)
+        if text is None:
+            continue
+        # Structured values arrive as JSON text; plain scalars as the string itself.
+        if text[:1] in "{[":
+            try:
+                raw[key] = json.loads(text)
+            except json.JSONDecodeError:
+                raw[key] = text
+        else:
+            raw[key] = text
+    return raw
+
+
+def load() -> StackConfig:
+    stack = pulumi.get_stack()
+    source = source_name(stack)
+    try:
+        return parse(_raw_project_config(), stack=stack, source=source, region=pulumi.Config("aws").get("region"))
+    except ConfigError as exc:
+        raise StackConfigError(exc.source, exc.key, exc.problem) from None
+
+
+def secret(key: str) -> pulumi.Output[str] | None:
+    """A secret the stack supplies (`pulumi config set --secret mqtt-cluster:KEY`), or None."""
+    return pulumi.Config(PROJECT).get_secret(key)

@@ -1,0 +1,56 @@
+"""Shared fixtures: plans of shipped stacks (cached) and a fresh mock engine per test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tools import mockengine
+
+ROOT = Path(__file__).resolve().parent.parent
+STACK_FILES = sorted(ROOT.glob("stacks/Pulumi.*.yaml"))
+STACKS = [p.name[len("Pulumi.") : -len(".yaml")] for p in STACK_FILES]
+
+_plans: dict[str, mockengine.Plan] = {}
+
+
+def plan_of(stack: str) -> mockengine.Plan:
+    """The offline plan of a shipped stack (computed once per session)."""
+    if stack not in _plans:
+        _plans[stack] = mockengine.plan_stack(stack)
+    return _plans[stack]
+
+
+def stack_config(stack: str) -> dict[str, str]:
+    doc = mockengine.read_stack_file(mockengine.stack_file(stack))
+    return mockengine._flatten_config(doc)[0]
+
+
+@pytest.fixture
+def program():
+    """Run the program with a stack's config plus overrides, under fresh mocks; returns the Plan."""
+
+    def run(base: str = "dev", stack: str | None = None, **overrides):
+        config = stack_config(base)
+        for key, value in overrides.items():
+            full = key if ":" in key else f"mqtt-cluster:{key}"
+            config[full] = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+        return mockengine.run_program(stack or base, config)
+
+    return run
+
+
+def ingress(plan: mockengine.Plan) -> list[dict]:
+    return [r.inputs for r in plan.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")]
+
+
+def group_id(plan: mockengine.Plan, role: str) -> str:
+    sg = next(r for r in plan.of_type("aws:ec2/securityGroup:SecurityGroup") if r.inputs["tags"].get("Role") == role)
+    return sg.id
+
+
+def rules_into(plan: mockengine.Plan, role: str) -> list[dict]:
+    gid = group_id(plan, role)
+    return [r for r in ingress(plan) if r["securityGroupId"] == gid]

@@ -1,0 +1,385 @@
+"""Run the Pulumi program under the SDK's mock engine and record what the engine would receive.
+
+``run_program(stack, config)`` installs fresh mocks, runs ``__main__.py`` inside a root stack (as
+the language host does), and returns a :class:`Plan`: every registered resource with its type,
+name, parent, inputs (as sent over the wire, secrets marked) and dependencies, plus the stack's
+exported outputs. No CLI, no cloud, no credentials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import runpy
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pmocks
+from pulumi.runtime import settings as psettings
+from pulumi.runtime.stack import Stack, wait_for_rpcs
+from pulumi.runtime.sync_await import _sync_await
+
+from components import hostfiles
+from components.config import PROJECT, REGION_AZS
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT = "123456789012"
+
+_SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"  # noqa: S105 - the wire signature, not a secret
+_RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
+_OUTPUT_SIG = "d0e6a833031e9bbcd3f4e8bde6ca49a4"
+_ASSET_SIG = "c44067f5952c0a294b673a41bacd8c17"
+_UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+SIG = "4dabf18193072939515e22adb298388d"
+SECRET = "[secret]"  # noqa: S105 - the placeholder the plan prints
+
+
+@dataclass
+class Resource:
+    urn: str
+    type: str
+    name: str
+    parent: str | None
+    custom: bool
+    provider: str | None
+    inputs: dict[str, Any]
+    dependencies: list[str]
+    id: str = ""
+    """The mock's physical id (not part of the JSON contract; tests match references with it)."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "urn": self.urn,
+            "type": self.type,
+            "name": self.name,
+            "parent": self.parent,
+            "custom": self.custom,
+            "provider": self.provider,
+            "inputs": self.inputs,
+            "dependencies": self.dependencies,
+        }
+
+
+@dataclass
+class Plan:
+    stack: str
+    resources: list[Resource]
+    outputs: dict[str, Any]
+    files: dict[tuple[str, str], str]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "project": PROJECT,
+            "stack": self.stack,
+            "resources": [r.as_json() for r in self.resources],
+            "outputs": self.outputs,
+        }
+
+    # Helpers tests read like questions.
+    def of_type(self, type_: str) -> list[Resource]:
+        return [r for r in self.resources if r.type == type_]
+
+    def by_urn(self, urn: str) -> Resource:
+        return next(r for r in self.resources if r.urn == urn)
+
+    def named(self, name: str) -> Resource:
+        return next(r for r in self.resources if r.name == name)
+
+
+def wire_to_plain(value: Any) -> Any:
+    """A wire value (protobuf Struct as dict) with secrets as "[secret]" and refs as URNs."""
+    if isinstance(value, dict):
+        sig = value.get(SIG)
+        if sig == _SECRET_SIG:
+            return SECRET
+        if sig == _RESOURCE_SIG:
+            return value.get("urn")
+        if sig == _OUTPUT_SIG:
+            if value.get("secret"):
+                return SECRET
+            return wire_to_plain(value.get("value")) if "value" in value else "[unknown]"
+        if sig == _ASSET_SIG:
+            return {k: v for k, v in value.items() if k != SIG}
+        return {k: wire_to_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [wire_to_plain(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if value == _UNKNOWN:
+        return "[unknown]"
+    return value
+
+
+def _short_hash(*parts: str, n: int = 17) -> str:
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:n]
+
+
+_ID_PREFIX = {
+    "aws:ec2/vpc:Vpc": "vpc",
+    "aws:ec2/subnet:Subnet": "subnet",
+    "aws:ec2/internetGateway:InternetGateway": "igw",
+    "aws:ec2/natGateway:NatGateway": "nat",
+    "aws:ec2/eip:Eip": "eipalloc",
+    "aws:ec2/routeTable:RouteTable": "rtb",
+    "aws:ec2/securityGroup:SecurityGroup": "sg",
+    "aws:ec2/instance:Instance": "i",
+    "aws:ebs/volume:Volume": "vol",
+    "aws:ec2/vpcPeeringConnection:VpcPeeringConnection": "pcx",
+    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": "sgr",
+    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": "sgr",
+}
+
+
+class ProgramMocks(pmocks.Mocks):
+    """Realistic answers: region-true AZs, AMI ids, private IPs inside their subnet, DNS names."""
+
+    def __init__(self, stack: str, region: str | None, stack_outputs: dict[str, dict[str, Any]]):
+        self.stack = stack
+        self.region = region or "us-east-1"
+        self.stack_outputs = stack_outputs
+        self.subnet_cidrs: dict[str, str] = {}
+        self.next_host: dict[str, int] = {}
+
+    # --- data sources -------------------------------------------------------------------------
+    def call(self, args: pmocks.MockCallArgs):
+        region = args.args.get("region") or self.region
+        tok = args.token
+        if tok == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            letters = REGION_AZS.get(region, ("a", "b", "c"))
+            return {
+                "names": [f"{region}{x}" for x in letters],
+                "zoneIds": [f"{region[:3]}-az{i + 1}" for i in range(len(letters))],
+                "state": "available",
+                "id": region,
+            }
+        if tok == "aws:ec2/getAmi:getAmi":
+            return {
+                "id": f"ami-0{_short_hash(region, str(args.args.get('filters')), n=16)}",
+                "name": "al2023-ami-2023.6.20241121.0-kernel-6.1-x86_64",
+                "architecture": "x86_64",
+                "rootDeviceName": "/dev/xvda",
+            }
+        if tok == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/offline-plan", "userId": "AIDAOFFLINE", "id": ACCOUNT}
+        if tok == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+        if tok == "aws:index/getRegion:getRegion":
+            return {"name": region, "region": region, "id": region}
+        return {}
+
+    # --- resources ----------------------------------------------------------------------------
+    def new_resource(self, args: pmocks.MockResourceArgs):
+        t, name, inputs = args.typ, args.name, dict(args.inputs)
+        if t == "pulumi:pulumi:StackReference":
+            ref = inputs.get("name", name)
+            if ref not in self.stack_outputs:
+                raise pulumi.RunError(f"stack reference {ref}: no such stack")
+            outs = self.stack_outputs[ref]
+            return f"{ref}", {"name": ref, "outputs": outs, "secretOutputNames": []}
+        region = inputs.get("region") or self.region
+        prefix = _ID_PREFIX.get(t)
+        rid = f"{prefix}-0{_short_hash(self.stack, t, name, n=16)}" if prefix else f"{name}-{_short_hash(self.stack, t, name, n=8)}"
+        state: dict[str, Any] = {**inputs}
+        arn_service = t.split(":")[1].split("/")[0]
+        state.setdefault("arn", f"arn:aws:{arn_service}:{region}:{ACCOUNT}:{name}")
+        if t == "aws:ec2/vpc:Vpc":
+            state.update(
+                defaultRouteTableId=f"rtb-0{_short_hash(rid, n=16)}",
+                mainRouteTableId=f"rtb-0{_short_hash(rid, 'main', n=16)}",
+                ownerId=ACCOUNT,
+            )
+        elif t == "aws:ec2/subnet:Subnet":
+            self.subnet_cidrs[rid] = inputs.get("cidrBlock", "10.0.0.0/24")
+        elif t == "aws:ec2/instance:Instance":
+            subnet = inputs.get("subnetId", "")
+            cidr = ipaddress.ip_network(self.subnet_cidrs.get(subnet, "10.0.0.0/24"))
+            n = self.next_host.get(subnet, 10)
+            self.next_host[subnet] = n + 1
+            ip = str(cidr.network_address + n)
+            state.update(
+                privateIp=ip,
+                privateDns=f"ip-{ip.replace('.', '-')}.{region}.compute.internal",
+                primaryNetworkInterfaceId=f"eni-0{_short_hash(rid, n=16)}",
+            )
+            if inputs.get("associatePublicIpAddress"):
+                state["publicIp"] = f"203.0.113.{n}"
+        elif t == "aws:ec2/eip:Eip":
+            state["publicIp"] = f"198.51.100.{int(_short_hash(rid, n=2), 16) % 250 + 1}"
+        elif t in ("aws:lb/loadBalancer:LoadBalancer", "aws:elb/loadBalancer:LoadBalancer"):
+            state.update(dnsName=f"{name}-{_short_hash(rid, n=10)}.elb.{region}.amazonaws.com", zoneId="Z26RNL4JYFTOTI")
+        elif t == "aws:route53/zone:Zone":
+            rid = f"Z0{_short_hash(rid, n=18).upper()}"
+            state.update(zoneId=rid, nameServers=["ns-1.awsdns-01.org"])
+        elif t == "aws:acm/certificate:Certificate":
+            dn = inputs.get("domainName", "mqtt.example.com")
+            state["domainValidationOptions"] = [
+                {
+                    "domainName": dn,
+                    "resourceRecordName": f"_x1.{dn}.",
+                    "resourceRecordType": "CNAME",
+                    "resourceRecordValue": "_x2.acm-validations.aws.",
+                }
+            ]
+        elif t == "random:index/randomPassword:RandomPassword":
+            state["result"] = f"offline-{_short_hash(rid, n=24)}"
+        elif t == "tls:index/privateKey:PrivateKey":
+            state.update(
+                privateKeyPem="-----BEGIN PRIVATE KEY-----\nOFFLINE\n-----END PRIVATE KEY-----\n",
+                privateKeyOpenssh="-----BEGIN OPENSSH PRIVATE KEY-----\nOFFLINE\n-----END OPENSSH PRIVATE KEY-----\n",
+                publicKeyOpenssh=f"ssh-ed25519 AAAAC3NzaOFFLINE{_short_hash(rid, n=12)} {name}\n",
+                publicKeyPem="-----BEGIN PUBLIC KEY-----\nOFFLINE\n-----END PUBLIC KEY-----\n",
+            )
+        elif t in ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/locallySignedCert:LocallySignedCert"):
+            state["certPem"] = f"-----BEGIN CERTIFICATE-----\nOFFLINE{_short_hash(rid, n=8)}\n-----END CERTIFICATE-----\n"
+        elif t == "tls:index/certRequest:CertRequest":
+            state["certRequestPem"] = "-----BEGIN CERTIFICATE REQUEST-----\nOFFLINE\n-----END CERTIFICATE REQUEST-----\n"
+        elif t.startswith("command:"):
+            state.update(stdout="", stderr="")
+        elif t.startswith("docker:"):
+            state.setdefault("name", name)
+        return rid, state
+
+
+class RecordingMonitor(pmocks.MockMonitor):
+    """The SDK's mock monitor, keeping each register request as the engine would receive it."""
+
+    def __init__(self, mocks: pmocks.Mocks):
+        super().__init__(mocks)
+        self.records: list[Resource] = []
+        self.stack_outputs: dict[str, Any] = {}
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        if request.type == "pulumi:pulumi:Stack":
+            return response
+        deps = set(request.dependencies)
+        for pd in request.propertyDependencies.values():
+            deps.update(pd.urns)
+        inputs = wire_to_plain(json_format.MessageToDict(request.object)) if request.object else {}
+        provider = request.provider.split("::")[0] if request.provider else None
+        self.records.append(
+            Resource(
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                parent=request.parent or None,
+                custom=bool(request.custom),
+                provider=provider or None,
+                inputs=inputs,
+                dependencies=sorted(deps),
+                id=response.id,
+            )
+        )
+        return response
+
+    def RegisterResourceOutputs(self, request):
+        if request.urn.split("::")[2] == "pulumi:pulumi:Stack" and request.outputs:
+            self.stack_outputs = wire_to_plain(json_format.MessageToDict(request.outputs))
+        return super().RegisterResourceOutputs(request)
+
+
+def stack_file(stack: str) -> Path:
+    return ROOT / "stacks" / f"Pulumi.{stack}.yaml"
+
+
+def _flatten_config(doc: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """Stack-file config as the engine hands it to a program: strings, JSON for structures."""
+    config: dict[str, str] = {}
+    secret_keys: list[str] = []
+    for key, value in (doc.get("config") or {}).items():
+        key = str(key)
+        if ":" not in key:
+            key = f"{PROJECT}:{key}"
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            # Ciphertext cannot be decrypted offline: the plan stands in a marked placeholder.
+            config[key] = f"offline-secret-{key.split(':', 1)[1]}"
+            secret_keys.append(key)
+        elif isinstance(value, (dict, list)):
+            config[key] = json.dumps(value)
+        elif isinstance(value, bool):
+            config[key] = "true" if value else "false"
+        else:
+            config[key] = str(value)
+    return config, secret_keys
+
+
+def read_stack_file(path: Path) -> dict[str, Any]:
+    import yaml
+
+    with open(path, encoding="utf-8") as fh:
+        doc = yaml.safe_load(fh) or {}
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: not a mapping")
+    return doc
+
+
+def referenced_stacks(doc: dict[str, Any]) -> list[str]:
+    links = (doc.get("config") or {}).get(f"{PROJECT}:links") or {}
+    stacks = links.get("stacks") if isinstance(links, dict) else None
+    return [s for s in stacks if isinstance(s, str)] if isinstance(stacks, list) else []
+
+
+def resolve_references(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Exported outputs of every stack this one references, from their own offline plans."""
+    outputs: dict[str, dict[str, Any]] = {}
+    for ref in referenced_stacks(doc):
+        if not stack_file(ref).exists():
+            continue  # the program reports the missing stack, naming the key
+        proc = subprocess.run(
+            [sys.executable, "-m", "tools.plan", ref, "--json"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"offline plan of referenced stack {ref} failed: {proc.stderr.strip()}")
+        outputs[ref] = json.loads(proc.stdout)["outputs"]
+    return outputs
+
+
+def run_program(
+    stack: str,
+    config: dict[str, str],
+    secret_keys: list[str] | None = None,
+    *,
+    source: str | None = None,
+    stack_outputs: dict[str, dict[str, Any]] | None = None,
+) -> Plan:
+    """Run __main__.py for ``stack`` with ``config`` under mocks; raise what the program raises."""
+    region = config.get("aws:region")
+    mocks = ProgramMocks(stack, region, stack_outputs or {})
+    monitor = RecordingMonitor(mocks)
+    psettings.set_root_resource(None)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    psettings.set_root_resource(None)  # Stack() below makes the real root, as the language host does
+    pulumi.runtime.set_all_config(config, secret_keys or [])
+    hostfiles.reset()
+    old_source = os.environ.get("MQTT_CLUSTER_CONFIG_SOURCE")
+    os.environ["MQTT_CLUSTER_CONFIG_SOURCE"] = source or os.path.relpath(stack_file(stack), ROOT)
+    try:
+        # As the language host does: a root stack, the program inside it, outputs registered, then
+        # every outstanding RPC and Output awaited. Sync invokes run on the not-yet-running loop.
+        Stack(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"))
+        _sync_await(wait_for_rpcs())
+    finally:
+        if old_source is None:
+            os.environ.pop("MQTT_CLUSTER_CONFIG_SOURCE", None)
+        else:
+            os.environ["MQTT_CLUSTER_CONFIG_SOURCE"] = old_source
+    return Plan(stack=stack, resources=monitor.records, outputs=monitor.stack_outputs, files=hostfiles.rendered())
+
+
+def plan_stack(stack: str, config_file: Path | None = None) -> Plan:
+    path = config_file or stack_file(stack)
+    doc = read_stack_file(path)
+    config, secret_keys = _flatten_config(doc)
+    source = os.path.relpath(path, ROOT) if path.is_absolute() and ROOT in path.parents else str(path)
+    return run_program(stack, config, secret_keys, source=source, stack_outputs=resolve_references(doc))
