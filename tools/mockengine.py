@@ -187,6 +187,11 @@ class ProgramMocks(pmocks.Mocks):
         prefix = _ID_PREFIX.get(t)
         rid = f"{prefix}-0{_short_hash(self.stack, t, name, n=16)}" if prefix else f"{name}-{_short_hash(self.stack, t, name, n=8)}"
         state: dict[str, Any] = {**inputs}
+        if t.startswith("aws:"):
+            # Auto-naming: the provider picks "<logical name>-<suffix>" where the program gives none.
+            state.setdefault("name", f"{name}-{_short_hash(rid, n=7)}")
+        if t == "aws:ec2/keyPair:KeyPair":
+            state.setdefault("keyName", f"{name}-{_short_hash(rid, n=7)}")
         arn_service = t.split(":")[1].split("/")[0]
         state.setdefault("arn", f"arn:aws:{arn_service}:{region}:{ACCOUNT}:{name}")
         if t == "aws:ec2/vpc:Vpc":

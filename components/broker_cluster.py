@@ -1,0 +1,278 @@
+"""BrokerCluster: EMQX or VerneMQ hosts in the private subnets, one AZ after another."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_tls as tls
+
+from components import hostfiles
+from components.config import StackConfig
+from components.renderers import broker as br
+from components.renderers import cloud_init
+from components.renderers.nodes import NodeSpec, node_specs, seed
+from components.renderers.scripts import node_script
+
+CONTAINER = "broker"
+EMQX_UID = "1000:1000"  # the emqx user in emqx/emqx images
+VERNEMQ_UID = "10000:10000"  # the vernemq user in vernemq/vernemq images
+
+
+def instance_arch(instance_type: str) -> str:
+    """Graviton families (t4g, m7g, c7gn …) run arm64; the AMI must match."""
+    family = instance_type.split(".")[0]
+    return "arm64" if "g" in family[2:] or family.startswith("a1") else "x86_64"
+
+
+def amazon_linux_ami(arch: str, region: str | None = None) -> str:
+    return aws.ec2.get_ami(
+        most_recent=True,
+        owners=["amazon"],
+        filters=[
+            aws.ec2.GetAmiFilterArgs(name="name", values=[f"al2023-ami-2023.*-kernel-*-{arch}"]),
+            aws.ec2.GetAmiFilterArgs(name="architecture", values=[arch]),
+            aws.ec2.GetAmiFilterArgs(name="virtualization-type", values=["hvm"]),
+        ],
+        region=region,
+    ).id
+
+
+IMDSV2 = aws.ec2.InstanceMetadataOptionsArgs(http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1)
+
+
+def root_volume(size: int) -> aws.ec2.InstanceRootBlockDeviceArgs:
+    return aws.ec2.InstanceRootBlockDeviceArgs(volume_type="gp3", volume_size=size, encrypted=True, delete_on_termination=True)
+
+
+@dataclass
+class BrokerClusterArgs:
+    cfg: StackConfig
+    """The validated stack model."""
+    vpc_id: pulumi.Input[str]
+    azs: list[str]
+    """Zone names, index-aligned with private_subnet_ids."""
+    private_subnet_ids: list[pulumi.Input[str]]
+    security_group_id: pulumi.Input[str]
+    key_name: pulumi.Input[str]
+    """EC2 key pair of the deploy key (the join commands log in with it)."""
+    param_prefix: str
+    """SSM path of this stack's secrets."""
+    secret_leaves: list[str]
+    """SSM parameter leaves the hosts fetch (cookie, dashboard-password, license)."""
+    account_id: str
+    tags: dict[str, str]
+
+
+class BrokerCluster(pulumi.ComponentResource):
+    """Core (and replicant) nodes with encrypted data volumes, an instance role and private DNS names."""
+
+    nodes: list[NodeSpec]
+    instances: list[aws.ec2.Instance]
+    records: list[aws.route53.Record]
+    attachments: list[aws.ec2.VolumeAttachment]
+
+    def __init__(self, name: str, args: BrokerClusterArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mqtt-cluster:index:BrokerCluster", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        cfg, tags = args.cfg, args.tags
+        region = cfg.region or ""
+        self.nodes = node_specs(cfg)
+        first = seed(self.nodes)
+        core_names = [n.node_name for n in self.nodes if n.role == "core"]
+
+        # Private DNS: node names are stable DNS names, so a replaced host keeps its identity.
+        self.zone = aws.route53.Zone(
+            f"{name}-zone",
+            name=cfg.zone_name,
+            comment=f"mqtt-cluster {cfg.stack} node names",
+            vpcs=[aws.route53.ZoneVpcArgs(vpc_id=args.vpc_id)],
+            force_destroy=True,
+            tags=tags,
+            opts=child,
+        )
+
+        role = aws.iam.Role(
+            f"{name}-role",
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+                }
+            ),
+            tags=tags,
+            opts=child,
+        )
+        aws.iam.RolePolicyAttachment(
+            f"{name}-ssm-core", role=role.name, policy_arn="arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore", opts=child
+        )
+        param_arn = f"arn:aws:ssm:{region}:{args.account_id}:parameter{args.param_prefix}/*"
+        aws.iam.RolePolicy(
+            f"{name}-read-own-params",
+            role=role.id,
+            policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {"Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:GetParameters"], "Resource": param_arn},
+                        {
+                            "Effect": "Allow",
+                            "Action": "kms:Decrypt",
+                            "Resource": "*",
+                            "Condition": {"StringEquals": {"kms:ViaService": f"ssm.{region}.amazonaws.com"}},
+                        },
+                    ],
+                }
+            ),
+            opts=child,
+        )
+        profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=tags, opts=child)
+
+        secrets = {leaf: var for leaf, var in br.secret_env_names(cfg).items() if leaf in args.secret_leaves}
+        self.instances, self.records, self.attachments, self.scripts = [], [], [], []
+        for node in self.nodes:
+            az = args.azs[node.az_index]
+            itype = cfg.brokers.instance_type if node.role == "core" else (cfg.brokers.replicant_instance_type or cfg.brokers.instance_type)
+            volume = aws.ebs.Volume(
+                f"{name}-{node.host}-data",
+                availability_zone=az,
+                size=cfg.brokers.data_volume_gb,
+                type="gp3",
+                encrypted=True,
+                tags={**tags, "Name": f"{node.host}-data", "Node": node.node_name},
+                opts=child,
+            )
+            script = node_script(cfg.brokers.engine, node, first, container=CONTAINER)
+            self.scripts.append(script)
+            user_data = volume.id.apply(
+                lambda vol_id, node=node, script=script: self._user_data(
+                    cfg, node, first, core_names, vol_id, args.param_prefix, secrets, script
+                )
+            )
+            hostfiles.put(node.host, "cloud-init.yaml", user_data)
+            instance = aws.ec2.Instance(
+                f"{name}-{node.host}",
+                ami=amazon_linux_ami(instance_arch(itype), cfg.region),
+                instance_type=itype,
+                subnet_id=args.private_subnet_ids[node.az_index],
+                vpc_security_group_ids=[args.security_group_id],
+                iam_instance_profile=profile.name,
+                key_name=args.key_name,
+                associate_public_ip_address=False,
+                metadata_options=IMDSV2,
+                root_block_device=root_volume(cfg.brokers.root_volume_gb),
+                user_data=user_data,
+                # A changed user-data means a new host; its name and data volume carry over.
+                user_data_replace_on_change=True,
+                tags={**tags, "Name": node.fqdn, "Node": node.node_name, "Role": node.role},
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami"]),
+            )
+            # Detach from the old host before attaching to its replacement: a volume has one owner.
+            attachment = aws.ec2.VolumeAttachment(
+                f"{name}-{node.host}-data-attach",
+                device_name="/dev/sdf",
+                volume_id=volume.id,
+                instance_id=instance.id,
+                stop_instance_before_detaching=True,
+                opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+            )
+            record = aws.route53.Record(
+                f"{name}-{node.host}-dns",
+                zone_id=self.zone.zone_id,
+                name=node.fqdn,
+                type="A",
+                ttl=30,
+                records=[instance.private_ip],
+                opts=child,
+            )
+            self.instances.append(instance)
+            self.attachments.append(attachment)
+            self.records.append(record)
+
+        self.private_ips = [i.private_ip for i in self.instances]
+        self.register_outputs(
+            {
+                "node_names": [n.node_name for n in self.nodes],
+                "private_ips": self.private_ips,
+                "zone_id": self.zone.zone_id,
+            }
+        )
+
+    @staticmethod
+    def _user_data(cfg, node, first, core_names, vol_id, param_prefix, secrets, script) -> str:
+        env = br.broker_env(cfg, node, first)
+        files = {"/etc/mqtt-cluster/broker.env": br.env_file(env)}
+        if cfg.is_emqx:
+            files["/etc/mqtt-cluster/emqx.conf"] = br.emqx_hocon(cfg, node, core_names)
+            mounts = ["/var/lib/mqtt-broker/data:/opt/emqx/data", "/etc/mqtt-cluster/emqx.conf:/opt/emqx/etc/emqx.conf:ro"]
+            owner = EMQX_UID
+        else:
+            mounts = ["/var/lib/mqtt-broker/data:/vernemq/data"]
+            owner = VERNEMQ_UID
+        start = cloud_init.broker_start_script(
+            engine=cfg.brokers.engine,
+            node_name=node.node_name,
+            region=cfg.region,
+            param_prefix=param_prefix,
+            device=f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{vol_id.replace('-', '')}",
+            data_owner=owner,
+            secrets=secrets,
+            container=CONTAINER,
+            mounts=mounts,
+            image=cfg.brokers.effective_image,
+        )
+        for path, text in {**files, "/usr/local/sbin/mqtt-broker-start": start}.items():
+            hostfiles.put(node.host, path.rsplit("/", 1)[1], text)
+        return cloud_init.broker_user_data(hostname=node.fqdn, files=files, start_script=start, node_script=script)
+
+
+@dataclass
+class BastionArgs:
+    subnet_id: pulumi.Input[str]
+    security_group_id: pulumi.Input[str]
+    key_name: pulumi.Input[str]
+    instance_type: str
+    region: str | None
+    tags: dict[str, str]
+
+
+class Bastion(pulumi.ComponentResource):
+    """A small SSH jump host in a public subnet; SSH only from the admin networks."""
+
+    public_ip: pulumi.Output[str]
+
+    def __init__(self, name: str, args: BastionArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mqtt-cluster:index:Bastion", name, None, opts)
+        user_data = cloud_init.plain_host_user_data("bastion")
+        hostfiles.put("bastion", "cloud-init.yaml", user_data)
+        host = aws.ec2.Instance(
+            f"{name}-host",
+            ami=amazon_linux_ami(instance_arch(args.instance_type), args.region),
+            instance_type=args.instance_type,
+            subnet_id=args.subnet_id,
+            vpc_security_group_ids=[args.security_group_id],
+            key_name=args.key_name,
+            associate_public_ip_address=True,
+            metadata_options=IMDSV2,
+            root_block_device=root_volume(8),
+            user_data=user_data,
+            tags={**args.tags, "Name": f"{name}"},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.public_ip = host.public_ip
+        self.register_outputs({"public_ip": self.public_ip})
+
+
+class DeployKey(pulumi.ComponentResource):
+    """An ED25519 key generated per stack (a Pulumi secret) and registered as an EC2 key pair."""
+
+    def __init__(self, name: str, tags: dict[str, str], opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mqtt-cluster:index:DeployKey", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        key = tls.PrivateKey(f"{name}-key", algorithm="ED25519", opts=child)
+        pair = aws.ec2.KeyPair(f"{name}-pair", public_key=key.public_key_openssh, tags=tags, opts=child)
+        self.private_key = pulumi.Output.secret(key.private_key_openssh)
+        self.key_name = pair.key_name
+        self.register_outputs({"key_name": self.key_name})

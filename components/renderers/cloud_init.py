@@ -1,0 +1,104 @@
+"""cloud-init user-data built as data (PyYAML), so it is valid YAML by construction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from components.renderers import render
+
+# Kernel settings for many long-lived connections, from what operators learned by hand. Left out
+# on purpose: tcp_tw_recycle (removed from Linux, broke clients behind NAT) and a port range
+# starting at 500 (collides with well-known ports).
+SYSCTL = {
+    "fs.file-max": "2097152",
+    "fs.nr_open": "2097152",
+    "net.core.somaxconn": "32768",
+    "net.ipv4.tcp_max_syn_backlog": "16384",
+    "net.core.netdev_max_backlog": "16384",
+    "net.ipv4.ip_local_port_range": "1024 65535",
+    "net.core.rmem_default": "262144",
+    "net.core.wmem_default": "262144",
+    "net.core.rmem_max": "16777216",
+    "net.core.wmem_max": "16777216",
+    "net.core.optmem_max": "16777216",
+    "net.ipv4.tcp_rmem": "1024 4096 16777216",
+    "net.ipv4.tcp_wmem": "1024 4096 16777216",
+    "net.ipv4.tcp_max_tw_buckets": "1048576",
+    "net.ipv4.tcp_fin_timeout": "15",
+    "net.ipv4.tcp_tw_reuse": "1",
+    "net.netfilter.nf_conntrack_max": "1000000",
+    "net.netfilter.nf_conntrack_tcp_timeout_time_wait": "30",
+}
+NOFILE = 1048576
+
+
+def sysctl_conf() -> str:
+    return "# mqtt-cluster: many long-lived TCP connections\n" + "".join(f"{k} = {v}\n" for k, v in SYSCTL.items())
+
+
+def limits_conf() -> str:
+    return f"* soft nofile {NOFILE}\n* hard nofile {NOFILE}\nroot soft nofile {NOFILE}\nroot hard nofile {NOFILE}\n"
+
+
+def _file(path: str, content: str, mode: str = "0644") -> dict[str, Any]:
+    return {"path": path, "content": content, "owner": "root:root", "permissions": mode}
+
+
+def _tuning_files() -> list[dict[str, Any]]:
+    return [
+        _file("/etc/sysctl.d/90-mqtt-cluster.conf", sysctl_conf()),
+        _file("/etc/modules-load.d/mqtt-cluster.conf", "nf_conntrack\n"),
+        _file("/etc/security/limits.d/90-mqtt-cluster.conf", limits_conf()),
+        _file("/etc/systemd/system.conf.d/90-mqtt-cluster.conf", f"[Manager]\nDefaultLimitNOFILE={NOFILE}\n"),
+    ]
+
+
+def dump(doc: dict[str, Any]) -> str:
+    return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000)
+
+
+def broker_start_script(**values: Any) -> str:
+    return render("broker-start.sh.j2", **values)
+
+
+def broker_user_data(
+    *,
+    hostname: str,
+    files: dict[str, str],
+    start_script: str,
+    node_script: str,
+) -> str:
+    """User-data of a broker host. ``files`` maps absolute paths to content (config, env)."""
+    write = _tuning_files()
+    write += [_file(path, text, "0600" if path.endswith(".env") else "0644") for path, text in files.items()]
+    write.append(_file("/usr/local/sbin/mqtt-broker-start", start_script, "0755"))
+    write.append(_file("/usr/local/sbin/mqtt-cluster-node", node_script, "0755"))
+    doc = {
+        "hostname": hostname.split(".")[0],
+        "fqdn": hostname,
+        "prefer_fqdn_over_hostname": True,
+        "package_update": True,
+        "packages": ["docker", "xfsprogs"],
+        "write_files": write,
+        "runcmd": [
+            ["systemctl", "restart", "systemd-modules-load"],
+            ["sysctl", "--system"],
+            ["systemctl", "enable", "--now", "docker"],
+            ["/usr/local/sbin/mqtt-broker-start"],
+        ],
+    }
+    return dump(doc)
+
+
+def plain_host_user_data(
+    hostname: str, extra_files: dict[str, str] | None = None, packages: list[str] | None = None, runcmd: list[list[str]] | None = None
+) -> str:
+    """User-data of a bastion or proxy host: tuning, optional packages and files."""
+    write = _tuning_files() + [_file(p, t, "0600" if p.endswith((".pem", ".key")) else "0644") for p, t in (extra_files or {}).items()]
+    doc: dict[str, Any] = {"hostname": hostname, "package_update": True, "write_files": write}
+    if packages:
+        doc["packages"] = packages
+    doc["runcmd"] = [["sysctl", "--system"], *(runcmd or [])]
+    return dump(doc)

@@ -1,0 +1,57 @@
+"""ClusterSecrets: Erlang cookie, dashboard password (and license) as Pulumi secrets in SSM."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_random as random
+
+
+@dataclass
+class ClusterSecretsArgs:
+    param_prefix: str
+    """SSM path the hosts read, e.g. /mqtt-cluster/dev."""
+    cookie: pulumi.Output[str] | None
+    """From the stack's secret config, or None to generate."""
+    dashboard_password: pulumi.Output[str] | None
+    license: pulumi.Output[str] | None
+    tags: dict[str, str]
+
+
+def generated(name: str, length: int, special: bool, parent: pulumi.Resource) -> pulumi.Output[str]:
+    # Erlang cookies are atoms: letters and digits only.
+    pw = random.RandomPassword(
+        name, length=length, special=special, override_special="-_.+" if special else None, opts=pulumi.ResourceOptions(parent=parent)
+    )
+    return pulumi.Output.secret(pw.result)
+
+
+class ClusterSecrets(pulumi.ComponentResource):
+    """Secrets never enter user-data: hosts fetch them from SSM with their instance role."""
+
+    cookie: pulumi.Output[str]
+    dashboard_password: pulumi.Output[str]
+
+    def __init__(self, name: str, args: ClusterSecretsArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mqtt-cluster:index:ClusterSecrets", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.cookie = args.cookie or generated(f"{name}-cookie", 64, False, self)
+        self.dashboard_password = args.dashboard_password or generated(f"{name}-dashboard-password", 24, True, self)
+        values = {"cookie": self.cookie, "dashboard-password": self.dashboard_password}
+        if args.license is not None:
+            values["license"] = args.license
+        self.parameter_names: dict[str, str] = {}
+        for leaf, value in values.items():
+            aws.ssm.Parameter(
+                f"{name}-{leaf}",
+                name=f"{args.param_prefix}/{leaf}",
+                type="SecureString",
+                value=pulumi.Output.secret(value),
+                description=f"mqtt-cluster {leaf}",
+                tags=args.tags,
+                opts=child,
+            )
+            self.parameter_names[leaf] = f"{args.param_prefix}/{leaf}"
+        self.register_outputs({"cookie": self.cookie, "dashboard_password": self.dashboard_password})
