@@ -1,0 +1,106 @@
+"""nginx.conf and haproxy.cfg for TLS termination in front of the brokers.
+
+The same functions render the files for AWS proxy hosts, the local Docker stack and the loopback
+data-plane tests; only paths, addresses and sizes differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from components import config as c
+from components.renderers import render
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    host: str
+    mqtt_port: int = c.MQTT_PORT
+    ws_port: int = c.WS_PORT
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    backends: list[Backend]
+    listen: str = "0.0.0.0"  # noqa: S104 - a proxy host serves devices; its security group narrows who
+    mqtts_port: int = c.MQTTS_PORT
+    wss_port: int | None = c.WSS_PORT
+    plain_port: int | None = None
+    proxy_protocol: bool = False
+    keepalive: int = 60
+    maxconn: int = 100_000
+    """Concurrent client connections the proxy accepts."""
+    cert: str = "/etc/mqtt-cluster/tls/server.crt"
+    key: str = "/etc/mqtt-cluster/tls/server.key"
+    pem: str = "/etc/mqtt-cluster/tls/server.pem"
+    """haproxy wants certificate and key in one file."""
+    pid: str = "/run/mqtt-proxy.pid"
+    error_log: str = "/var/log/nginx/error.log"
+    access_log: str = "/var/log/nginx/mqtt-access.log"
+    log_target: str = "/dev/log"
+    user: str | None = None
+    workers: str = "auto"
+    daemon: bool = True
+    modules: list[str] = field(default_factory=list)
+    stats_bind: str | None = None
+    balance: str = "leastconn"
+    check_client_id: str = "mqtt-cluster-check"
+
+
+def idle_timeout(keepalive: int) -> int:
+    """Seconds a silent connection may live in the proxy: twice the keepalive plus margin, so the
+    broker (1.5x keepalive) always decides first."""
+    return keepalive * 2 + 30
+
+
+def mqtt_connect_packet(client_id: str, keepalive: int = 60) -> str:
+    """A minimal MQTT 3.1.1 CONNECT (clean session) as hex, for haproxy's tcp-check."""
+    cid = client_id.encode()
+    variable = b"\x00\x04MQTT\x04\x02" + keepalive.to_bytes(2, "big")
+    payload = len(cid).to_bytes(2, "big") + cid
+    body = variable + payload
+    if len(body) > 127:
+        raise ValueError("client id too long for a one-byte remaining length")
+    return (b"\x10" + bytes([len(body)]) + body).hex()
+
+
+def nginx_conf(s: ProxySettings) -> str:
+    nofile = max(s.maxconn * 2 + 1024, 4096)
+    return render(
+        "nginx.conf.j2",
+        **s.__dict__,
+        nofile=nofile,
+        worker_connections=s.maxconn * 2 + 512,
+        idle_timeout=idle_timeout(s.keepalive),
+    )
+
+
+def haproxy_cfg(s: ProxySettings) -> str:
+    return render(
+        "haproxy.cfg.j2",
+        **s.__dict__,
+        idle_timeout=idle_timeout(s.keepalive),
+        connect_packet=mqtt_connect_packet(s.check_client_id),
+    )
+
+
+# Memory per proxied TLS connection, measured by bench/lb.py on this design (rounded up), and
+# what is left for it on common proxy instance types.
+KIB_PER_TLS_CONNECTION = 48
+INSTANCE_MEMORY_MIB = {
+    "t3.micro": 1024,
+    "t3.small": 2048,
+    "t3.medium": 4096,
+    "t3.large": 8192,
+    "c6i.large": 4096,
+    "c6i.xlarge": 8192,
+    "c7g.large": 4096,
+    "m6i.large": 8192,
+}
+
+
+def maxconn_for(instance_type: str) -> int:
+    mem = INSTANCE_MEMORY_MIB.get(instance_type, 4096)
+    usable_kib = (mem - 512) * 1024  # leave room for the OS
+    return max(10_000, usable_kib // KIB_PER_TLS_CONNECTION // 1000 * 1000)
