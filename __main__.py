@@ -6,6 +6,7 @@ import pulumi_aws as aws
 from components import firewall, settings
 from components.broker_cluster import Bastion, BastionArgs, BrokerCluster, BrokerClusterArgs, DeployKey
 from components.cluster_join import ClusterJoin, ClusterJoinArgs, JoinTarget
+from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.network import Network, NetworkArgs
 from components.renderers.nodes import seed
 from components.secrets import ClusterSecrets, ClusterSecretsArgs
@@ -85,6 +86,30 @@ if cfg.role == "regional":
         ),
     )
 
+    lb = LoadBalancer(
+        "lb",
+        LoadBalancerArgs(
+            cfg=cfg,
+            vpc_id=net.vpc_id,
+            public_subnet_ids=net.public_subnet_ids,
+            security_group_id=sgs.ids["front"],
+            nodes=brokers.nodes,
+            instance_ids=[i.id for i in brokers.instances],
+            key_name=deploy_key.key_name,
+            param_prefix=param_prefix,
+            account_id=account_id,
+            tags=tags,
+        ),
+    )
+
+    pulumi.export("mqtt_host", lb.hostname)
+    pulumi.export("mqtts_url", lb.hostname.apply(lambda h: f"mqtts://{h}:8883"))
+    if cfg.brokers.websocket:
+        pulumi.export("wss_url", lb.hostname.apply(lambda h: f"wss://{h}:8084/mqtt"))
+    if lb.addresses:
+        pulumi.export("proxy_addresses", lb.addresses)
+    if lb.ca_cert_pem is not None:
+        pulumi.export("ca_certificate", lb.ca_cert_pem)
     pulumi.export("region", cfg.region)
     pulumi.export("engine", cfg.brokers.engine)
     pulumi.export("vpc_id", net.vpc_id)

@@ -40,6 +40,45 @@ def amazon_linux_ami(arch: str, region: str | None = None) -> str:
     ).id
 
 
+def instance_profile(name: str, param_arn: str, region: str, tags: dict[str, str], parent: pulumi.Resource) -> aws.iam.InstanceProfile:
+    """An instance role with SSM core access and read access to this stack's parameters only."""
+    child = pulumi.ResourceOptions(parent=parent)
+    role = aws.iam.Role(
+        f"{name}-role",
+        assume_role_policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+            }
+        ),
+        tags=tags,
+        opts=child,
+    )
+    aws.iam.RolePolicyAttachment(
+        f"{name}-ssm-core", role=role.name, policy_arn="arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore", opts=child
+    )
+    aws.iam.RolePolicy(
+        f"{name}-read-own-params",
+        role=role.id,
+        policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:GetParameters"], "Resource": param_arn},
+                    {
+                        "Effect": "Allow",
+                        "Action": "kms:Decrypt",
+                        "Resource": "*",
+                        "Condition": {"StringEquals": {"kms:ViaService": f"ssm.{region}.amazonaws.com"}},
+                    },
+                ],
+            }
+        ),
+        opts=child,
+    )
+    return aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=tags, opts=child)
+
+
 IMDSV2 = aws.ec2.InstanceMetadataOptionsArgs(http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1)
 
 
@@ -94,41 +133,7 @@ class BrokerCluster(pulumi.ComponentResource):
             opts=child,
         )
 
-        role = aws.iam.Role(
-            f"{name}-role",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-                }
-            ),
-            tags=tags,
-            opts=child,
-        )
-        aws.iam.RolePolicyAttachment(
-            f"{name}-ssm-core", role=role.name, policy_arn="arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore", opts=child
-        )
-        param_arn = f"arn:aws:ssm:{region}:{args.account_id}:parameter{args.param_prefix}/*"
-        aws.iam.RolePolicy(
-            f"{name}-read-own-params",
-            role=role.id,
-            policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {"Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:GetParameters"], "Resource": param_arn},
-                        {
-                            "Effect": "Allow",
-                            "Action": "kms:Decrypt",
-                            "Resource": "*",
-                            "Condition": {"StringEquals": {"kms:ViaService": f"ssm.{region}.amazonaws.com"}},
-                        },
-                    ],
-                }
-            ),
-            opts=child,
-        )
-        profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=tags, opts=child)
+        profile = instance_profile(name, f"arn:aws:ssm:{region}:{args.account_id}:parameter{args.param_prefix}/*", region, tags, self)
 
         secrets = {leaf: var for leaf, var in br.secret_env_names(cfg).items() if leaf in args.secret_leaves}
         self.instances, self.records, self.attachments, self.scripts = [], [], [], []

@@ -12,8 +12,18 @@ from components.renderers import render
 from components.renderers.nodes import NodeSpec
 
 
-def emqx_hocon(cfg: StackConfig, node: NodeSpec, seeds: list[str], *, proxy_protocol: bool | None = None) -> str:
-    pp = cfg.load_balancer.proxy_protocol if proxy_protocol is None else proxy_protocol
+def listener_proxy_protocol(cfg: StackConfig) -> tuple[bool, bool]:
+    """Whether the brokers' TCP and WebSocket listeners expect a PROXY header.
+
+    One setting (load_balancer.proxy_protocol) drives both ends. nginx proxies WSS in its http
+    module, which cannot send PROXY protocol; there the client address travels in X-Forwarded-For.
+    """
+    pp = cfg.load_balancer.proxy_protocol
+    return pp, pp and cfg.load_balancer.kind != "nginx"
+
+
+def emqx_hocon(cfg: StackConfig, node: NodeSpec, seeds: list[str]) -> str:
+    pp, ws_pp = listener_proxy_protocol(cfg)
     return render(
         "emqx.conf.j2",
         node=node,
@@ -21,6 +31,7 @@ def emqx_hocon(cfg: StackConfig, node: NodeSpec, seeds: list[str], *, proxy_prot
         seeds=seeds,
         websocket=cfg.brokers.websocket,
         proxy_protocol=pp,
+        ws_proxy_protocol=ws_pp,
         mqtt_port=c.MQTT_PORT,
         ws_port=c.WS_PORT,
         dashboard_port=c.DASHBOARD_PORT,
@@ -30,8 +41,8 @@ def emqx_hocon(cfg: StackConfig, node: NodeSpec, seeds: list[str], *, proxy_prot
     )
 
 
-def vernemq_env(cfg: StackConfig, node: NodeSpec, seed: NodeSpec, *, proxy_protocol: bool | None = None) -> dict[str, str]:
-    pp = cfg.load_balancer.proxy_protocol if proxy_protocol is None else proxy_protocol
+def vernemq_env(cfg: StackConfig, node: NodeSpec, seed: NodeSpec) -> dict[str, str]:
+    pp, ws_pp = listener_proxy_protocol(cfg)
     env = {
         "DOCKER_VERNEMQ_ACCEPT_EULA": "yes",
         "DOCKER_VERNEMQ_NODENAME": node.fqdn,
@@ -48,8 +59,8 @@ def vernemq_env(cfg: StackConfig, node: NodeSpec, seed: NodeSpec, *, proxy_proto
         env["DOCKER_VERNEMQ_LISTENER__WS__DEFAULT"] = f"0.0.0.0:{c.WS_PORT}"
     if pp:
         env["DOCKER_VERNEMQ_LISTENER__TCP__DEFAULT__PROXY_PROTOCOL"] = "on"
-        if cfg.brokers.websocket:
-            env["DOCKER_VERNEMQ_LISTENER__WS__DEFAULT__PROXY_PROTOCOL"] = "on"
+    if ws_pp and cfg.brokers.websocket:
+        env["DOCKER_VERNEMQ_LISTENER__WS__DEFAULT__PROXY_PROTOCOL"] = "on"
     if node.index != seed.index:
         # The image joins this node at every start, so a restarted node rejoins by itself.
         env["DOCKER_VERNEMQ_DISCOVERY_NODE"] = seed.fqdn

@@ -45,6 +45,8 @@ class ProxySettings:
     modules: list[str] = field(default_factory=list)
     stats_bind: str | None = None
     balance: str = "leastconn"
+    resolver: str | None = None
+    """DNS server haproxy re-resolves backend names with (the VPC resolver on AWS)."""
     check_client_id: str = "mqtt-cluster-check"
 
 
@@ -98,6 +100,10 @@ INSTANCE_MEMORY_MIB = {
     "c7g.large": 4096,
     "m6i.large": 8192,
 }
+
+
+def proxy_start_script(**values: object) -> str:
+    return render("proxy-start.sh.j2", **values)
 
 
 def maxconn_for(instance_type: str) -> int:

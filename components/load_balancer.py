@@ -1,0 +1,379 @@
+"""LoadBalancer: TLS termination in front of the brokers — NLB, classic ELB, or nginx/haproxy hosts.
+
+Devices speak TLS to the load balancer on 8883 (WSS on 8084); it forwards plain TCP to the
+brokers' 1883/8083 inside the VPC, as EMQX's deployment guide recommends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_random as random
+
+from components import config as c
+from components import firewall, hostfiles
+from components.broker_cluster import IMDSV2, amazon_linux_ami, instance_arch, instance_profile, root_volume
+from components.config import StackConfig
+from components.renderers import cloud_init
+from components.renderers.nodes import NodeSpec
+from components.renderers.proxy import Backend, ProxySettings, haproxy_cfg, maxconn_for, nginx_conf, proxy_start_script
+from components.tls_certs import TlsMaterial, TlsMaterialArgs
+
+# Classic ELB's default negotiation policy still allows TLS 1.0; this predefined one does not.
+ELB_TLS12_POLICY = "ELBSecurityPolicy-TLS-1-2-2017-01"
+VPC_RESOLVER = "169.254.169.253"
+AL2023_STREAM_MODULE = "/usr/lib64/nginx/modules/ngx_stream_module.so"
+
+
+@dataclass
+class LoadBalancerArgs:
+    cfg: StackConfig
+    vpc_id: pulumi.Input[str]
+    public_subnet_ids: list[pulumi.Input[str]]
+    security_group_id: pulumi.Input[str]
+    """The "front" group: client ports from the client networks."""
+    nodes: list[NodeSpec]
+    instance_ids: list[pulumi.Input[str]]
+    """Broker instances, index-aligned with nodes."""
+    key_name: pulumi.Input[str]
+    param_prefix: str
+    account_id: str
+    tags: dict[str, str]
+
+
+class LoadBalancer(pulumi.ComponentResource):
+    """Exports the client endpoint: hostname, ports, and the CA for self-signed setups."""
+
+    hostname: pulumi.Output[str]
+    ca_cert_pem: pulumi.Output[str] | None
+
+    def __init__(self, name: str, args: LoadBalancerArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mqtt-cluster:index:LoadBalancer", name, None, opts)
+        self._name, self._args, self._cfg = name, args, args.cfg
+        self._child = pulumi.ResourceOptions(parent=self)
+        self.ca_cert_pem = None
+        self.addresses: list[pulumi.Output[str]] = []
+        kind = self._cfg.load_balancer.kind
+        if kind == "nlb":
+            self._nlb()
+        elif kind == "elb":
+            self._elb()
+        else:
+            self._proxies(kind)
+        self.register_outputs({"hostname": self.hostname})
+
+    # --- certificates ---------------------------------------------------------------------------
+    def _acm_certificate(self) -> pulumi.Input[str]:
+        lb, n, tags = self._cfg.load_balancer, self._name, self._args.tags
+        if lb.certificate_arn:
+            return lb.certificate_arn
+        if lb.domain and lb.hosted_zone_id:
+            cert = aws.acm.Certificate(f"{n}-cert", domain_name=lb.domain, validation_method="DNS", tags=tags, opts=self._child)
+            opt = cert.domain_validation_options[0]
+            record = aws.route53.Record(
+                f"{n}-cert-validation",
+                zone_id=lb.hosted_zone_id,
+                name=opt.resource_record_name,
+                type=opt.resource_record_type,
+                records=[opt.resource_record_value],
+                ttl=60,
+                allow_overwrite=True,
+                opts=self._child,
+            )
+            valid = aws.acm.CertificateValidation(
+                f"{n}-cert-valid", certificate_arn=cert.arn, validation_record_fqdns=[record.fqdn], opts=self._child
+            )
+            return valid.certificate_arn
+        # No domain: a self-signed CA (pulumi-tls) imported into ACM; clients trust the exported CA.
+        material = TlsMaterial(
+            f"{n}-tls",
+            TlsMaterialArgs(common_name=f"mqtt.{self._cfg.stack}", dns_names=[f"*.elb.{self._cfg.region}.amazonaws.com"], ip_addresses=[]),
+            opts=self._child,
+        )
+        self.ca_cert_pem = material.ca_cert_pem
+        cert = aws.acm.Certificate(
+            f"{n}-cert",
+            private_key=material.private_key_pem,
+            certificate_body=material.cert_pem,
+            certificate_chain=material.ca_cert_pem,
+            tags=tags,
+            opts=self._child,
+        )
+        return cert.arn
+
+    def _alias(self, dns_name: pulumi.Input[str], zone_id: pulumi.Input[str]) -> None:
+        lb = self._cfg.load_balancer
+        if lb.domain and lb.hosted_zone_id:
+            aws.route53.Record(
+                f"{self._name}-alias",
+                zone_id=lb.hosted_zone_id,
+                name=lb.domain,
+                type="A",
+                aliases=[aws.route53.RecordAliasArgs(name=dns_name, zone_id=zone_id, evaluate_target_health=True)],
+                opts=self._child,
+            )
+            self.hostname = pulumi.Output.from_input(lb.domain)
+        else:
+            self.hostname = pulumi.Output.from_input(dns_name)
+
+    # --- NLB ------------------------------------------------------------------------------------
+    def _nlb(self) -> None:
+        cfg, a, n, lb = self._cfg, self._args, self._name, self._cfg.load_balancer
+        nlb = aws.lb.LoadBalancer(
+            f"{n}-nlb",
+            load_balancer_type="network",
+            internal=False,
+            subnets=a.public_subnet_ids,
+            security_groups=[a.security_group_id],
+            enable_cross_zone_load_balancing=True,
+            tags=a.tags,
+            opts=self._child,
+        )
+        cert_arn = self._acm_certificate()
+        hp = firewall.health_port(cfg)
+        path = "/api/v5/status" if cfg.is_emqx else "/health"
+        routes = [(c.MQTTS_PORT, c.MQTT_PORT, "mqtt")]
+        if cfg.brokers.websocket:
+            routes.append((c.WSS_PORT, c.WS_PORT, "ws"))
+        groups: dict[int, aws.lb.TargetGroup] = {}
+        for _, backend, label in routes:
+            tg = aws.lb.TargetGroup(
+                f"{n}-{label}",
+                port=backend,
+                protocol="TCP",
+                vpc_id=a.vpc_id,
+                target_type="instance",
+                deregistration_delay=lb.deregistration_delay,
+                # Must match the brokers' listeners (components.renderers.broker.listener_proxy_protocol).
+                proxy_protocol_v2=lb.proxy_protocol,
+                stickiness=aws.lb.TargetGroupStickinessArgs(type="source_ip", enabled=lb.stickiness),
+                health_check=aws.lb.TargetGroupHealthCheckArgs(
+                    enabled=True,
+                    protocol="HTTP",
+                    port=str(hp),
+                    path=path,
+                    matcher="200",
+                    interval=10,
+                    healthy_threshold=2,
+                    unhealthy_threshold=2,
+                ),
+                tags=a.tags,
+                opts=self._child,
+            )
+            groups[backend] = tg
+            for node, iid in zip(a.nodes, a.instance_ids, strict=True):
+                aws.lb.TargetGroupAttachment(
+                    f"{n}-{label}-{node.host}", target_group_arn=tg.arn, target_id=iid, port=backend, opts=self._child
+                )
+        for front, backend, label in routes:
+            aws.lb.Listener(
+                f"{n}-{label}-tls",
+                load_balancer_arn=nlb.arn,
+                port=front,
+                protocol="TLS",
+                certificate_arn=cert_arn,
+                ssl_policy=lb.tls_policy,
+                default_actions=[aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=groups[backend].arn)],
+                tags=a.tags,
+                opts=self._child,
+            )
+        if lb.plain_mqtt:
+            aws.lb.Listener(
+                f"{n}-mqtt-plain",
+                load_balancer_arn=nlb.arn,
+                port=c.MQTT_PORT,
+                protocol="TCP",
+                default_actions=[aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=groups[c.MQTT_PORT].arn)],
+                tags=a.tags,
+                opts=self._child,
+            )
+        self._alias(nlb.dns_name, nlb.zone_id)
+
+    # --- classic ELB ----------------------------------------------------------------------------
+    def _elb(self) -> None:
+        cfg, a, n, lb = self._cfg, self._args, self._name, self._cfg.load_balancer
+        cert_arn = self._acm_certificate()
+        listeners = [
+            aws.elb.LoadBalancerListenerArgs(
+                lb_port=c.MQTTS_PORT, lb_protocol="ssl", instance_port=c.MQTT_PORT, instance_protocol="tcp", ssl_certificate_id=cert_arn
+            )
+        ]
+        if cfg.brokers.websocket:
+            listeners.append(
+                aws.elb.LoadBalancerListenerArgs(
+                    lb_port=c.WSS_PORT, lb_protocol="ssl", instance_port=c.WS_PORT, instance_protocol="tcp", ssl_certificate_id=cert_arn
+                )
+            )
+        if lb.plain_mqtt:
+            listeners.append(
+                aws.elb.LoadBalancerListenerArgs(lb_port=c.MQTT_PORT, lb_protocol="tcp", instance_port=c.MQTT_PORT, instance_protocol="tcp")
+            )
+        hp = firewall.health_port(cfg)
+        path = "/api/v5/status" if cfg.is_emqx else "/health"
+        elb = aws.elb.LoadBalancer(
+            f"{n}-elb",
+            subnets=a.public_subnet_ids,
+            security_groups=[a.security_group_id],
+            listeners=listeners,
+            instances=a.instance_ids,
+            cross_zone_load_balancing=True,
+            # Above the MQTT keepalive; the classic default (60 s) equals it and cuts idle sessions.
+            idle_timeout=cfg.brokers.keepalive * 2 + 30,
+            connection_draining=True,
+            connection_draining_timeout=lb.deregistration_delay,
+            health_check=aws.elb.LoadBalancerHealthCheckArgs(
+                target=f"HTTP:{hp}{path}", interval=10, timeout=5, healthy_threshold=2, unhealthy_threshold=2
+            ),
+            tags=a.tags,
+            opts=self._child,
+        )
+        policy = aws.elb.LoadBalancerPolicy(
+            f"{n}-tls12",
+            load_balancer_name=elb.name,
+            policy_name=f"{n}-tls12",
+            policy_type_name="SSLNegotiationPolicyType",
+            policy_attributes=[aws.elb.LoadBalancerPolicyPolicyAttributeArgs(name="Reference-Security-Policy", value=ELB_TLS12_POLICY)],
+            opts=self._child,
+        )
+        for port in [x.lb_port for x in listeners if x.lb_protocol == "ssl"]:
+            aws.elb.ListenerPolicy(
+                f"{n}-tls12-{port}",
+                load_balancer_name=elb.name,
+                load_balancer_port=port,
+                policy_names=[policy.policy_name],
+                opts=self._child,
+            )
+        if lb.proxy_protocol:
+            pp = aws.elb.LoadBalancerPolicy(
+                f"{n}-proxy-protocol",
+                load_balancer_name=elb.name,
+                policy_name=f"{n}-proxy-protocol",
+                policy_type_name="ProxyProtocolPolicyType",
+                policy_attributes=[aws.elb.LoadBalancerPolicyPolicyAttributeArgs(name="ProxyProtocol", value="true")],
+                opts=self._child,
+            )
+            for port in [x.instance_port for x in listeners]:
+                aws.elb.LoadBalancerBackendServerPolicy(
+                    f"{n}-proxy-protocol-{port}",
+                    load_balancer_name=elb.name,
+                    instance_port=port,
+                    policy_names=[pp.policy_name],
+                    opts=self._child,
+                )
+        self._alias(elb.dns_name, elb.zone_id)
+
+    # --- nginx / haproxy hosts ------------------------------------------------------------------
+    def _proxies(self, kind: str) -> None:
+        """Two or more proxy hosts, each with an Elastic IP. keepalived's VRRP needs multicast and
+        gratuitous ARP, which a VPC does not carry, so failover is DNS: health-checked multivalue
+        records over the EIPs when the stack has a domain, else clients get the list of EIPs."""
+        cfg, a, n, lb = self._cfg, self._args, self._name, self._cfg.load_balancer
+        region = cfg.region or ""
+        eips = [
+            aws.ec2.Eip(f"{n}-{kind}-{i + 1}-eip", domain="vpc", tags={**a.tags, "Name": f"{n}-{kind}-{i + 1}"}, opts=self._child)
+            for i in range(lb.proxies)
+        ]
+        material = TlsMaterial(
+            f"{n}-tls",
+            TlsMaterialArgs(
+                common_name=lb.domain or f"mqtt.{cfg.stack}",
+                dns_names=[lb.domain] if lb.domain else [f"mqtt.{cfg.stack}"],
+                ip_addresses=[e.public_ip for e in eips],
+            ),
+            opts=self._child,
+        )
+        self.ca_cert_pem = material.ca_cert_pem
+        stats_pw = random.RandomPassword(f"{n}-stats-password", length=24, special=False, opts=self._child)
+        for leaf, value in {
+            "tls-certificate": material.cert_pem,
+            "tls-private-key": material.private_key_pem,
+            "proxy-stats-password": stats_pw.result,
+        }.items():
+            aws.ssm.Parameter(
+                f"{n}-{leaf}",
+                name=f"{a.param_prefix}/{leaf}",
+                type="SecureString",
+                value=pulumi.Output.secret(value),
+                tags=a.tags,
+                opts=self._child,
+            )
+
+        profile = instance_profile(f"{n}-{kind}", f"arn:aws:ssm:{region}:{a.account_id}:parameter{a.param_prefix}/*", region, a.tags, self)
+        settings = self.proxy_settings(cfg, kind, a.nodes)
+        conf_path = "/etc/nginx/nginx.conf" if kind == "nginx" else "/etc/haproxy/haproxy.cfg"
+        conf = nginx_conf(settings) if kind == "nginx" else haproxy_cfg(settings)
+        start = proxy_start_script(kind=kind, region=region, param_prefix=a.param_prefix)
+        packages = ["nginx", "nginx-mod-stream"] if kind == "nginx" else ["haproxy"]
+        azs = len(a.public_subnet_ids)
+        for i in range(lb.proxies):
+            host = f"{kind}-{i + 1}"
+            user_data = cloud_init.plain_host_user_data(
+                host,
+                extra_files={conf_path: conf, "/usr/local/sbin/mqtt-proxy-start": start},
+                packages=packages,
+                runcmd=[["chmod", "0755", "/usr/local/sbin/mqtt-proxy-start"], ["/usr/local/sbin/mqtt-proxy-start"]],
+            )
+            hostfiles.put(host, "cloud-init.yaml", user_data)
+            hostfiles.put(host, conf_path.rsplit("/", 1)[1], conf)
+            hostfiles.put(host, "mqtt-proxy-start", start)
+            inst = aws.ec2.Instance(
+                f"{n}-{host}",
+                ami=amazon_linux_ami(instance_arch(lb.proxy_instance_type), cfg.region),
+                instance_type=lb.proxy_instance_type,
+                subnet_id=a.public_subnet_ids[i % azs],
+                vpc_security_group_ids=[a.security_group_id],
+                iam_instance_profile=profile.name,
+                key_name=a.key_name,
+                associate_public_ip_address=False,  # the Elastic IP is its public face
+                metadata_options=IMDSV2,
+                root_block_device=root_volume(16),
+                user_data=user_data,
+                user_data_replace_on_change=True,
+                tags={**a.tags, "Name": host, "Role": "proxy"},
+                opts=self._child,
+            )
+            aws.ec2.EipAssociation(f"{n}-{host}-eip-assoc", allocation_id=eips[i].allocation_id, instance_id=inst.id, opts=self._child)
+            if lb.domain and lb.hosted_zone_id:
+                check = aws.route53.HealthCheck(
+                    f"{n}-{host}-health",
+                    type="TCP",
+                    ip_address=eips[i].public_ip,
+                    port=c.MQTTS_PORT,
+                    request_interval=10,
+                    failure_threshold=2,
+                    tags={**a.tags, "Name": host},
+                    opts=self._child,
+                )
+                aws.route53.Record(
+                    f"{n}-{host}-record",
+                    zone_id=lb.hosted_zone_id,
+                    name=lb.domain,
+                    type="A",
+                    ttl=30,
+                    records=[eips[i].public_ip],
+                    set_identifier=host,
+                    multivalue_answer_routing_policy=True,
+                    health_check_id=check.id,
+                    opts=self._child,
+                )
+        self.addresses = [e.public_ip for e in eips]
+        self.hostname = pulumi.Output.from_input(lb.domain) if lb.domain else eips[0].public_ip
+
+    @staticmethod
+    def proxy_settings(cfg: StackConfig, kind: str, nodes: list[NodeSpec]) -> ProxySettings:
+        lb = cfg.load_balancer
+        return ProxySettings(
+            backends=[Backend(n.host, n.fqdn) for n in nodes],
+            wss_port=c.WSS_PORT if cfg.brokers.websocket else None,
+            plain_port=c.MQTT_PORT if lb.plain_mqtt else None,
+            proxy_protocol=lb.proxy_protocol,
+            keepalive=cfg.brokers.keepalive,
+            maxconn=maxconn_for(lb.proxy_instance_type),
+            user="nginx" if kind == "nginx" else "haproxy",
+            modules=[AL2023_STREAM_MODULE] if kind == "nginx" else [],
+            stats_bind=f"0.0.0.0:{c.HAPROXY_STATS_PORT}" if (kind == "haproxy" and cfg.access.admin_cidrs) else None,
+            resolver=f"{VPC_RESOLVER}:53" if kind == "haproxy" else None,
+            pid="/run/nginx.pid" if kind == "nginx" else "/run/haproxy.pid",
+        )
