@@ -1,6 +1,6 @@
 # mqtt-cluster — entry points. `make up` deploys (local Docker by default), `make test` proves.
 SHELL := /bin/bash
-STACK ?= local
+STACK ?= dev
 VENV ?= venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
@@ -9,7 +9,7 @@ APT_PACKAGES := nginx libnginx-mod-stream haproxy mosquitto mosquitto-clients sh
 # A local file backend unless the operator points elsewhere; no Pulumi Cloud account needed.
 BACKEND = $${PULUMI_BACKEND_URL:-file://$(CURDIR)/.pulumi-state}
 
-.PHONY: test lint unit deps sysdeps plan preview up down clean help
+.PHONY: test lint deps sysdeps plan bench preview up down clean help
 
 help:
 	@echo "make up [STACK=local]      deploy a stack (local Docker by default)"
@@ -17,6 +17,7 @@ help:
 	@echo "make preview STACK=dev     pulumi preview"
 	@echo "make plan STACK=dev        offline plan (no CLI, no cloud)"
 	@echo "make test                  install everything, lint, run all tests"
+	@echo "make bench                 load benchmark of the proxies (writes bench/results/lb.json)"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +46,9 @@ test: deps lint
 
 plan: $(VENV)/.installed
 	$(PY) -m tools.plan $(STACK)
+
+bench: deps
+	$(PY) -m bench.lb
 
 preview up down: $(VENV)/.installed
 	@command -v pulumi >/dev/null || { echo "this needs the Pulumi CLI (https://www.pulumi.com/docs/install/)"; exit 1; }
