@@ -73,3 +73,21 @@ def test_every_problem_names_the_source_file():
     with pytest.raises(ConfigError) as info:
         parse({"network": {"azs": 9}}, stack="s", source="stacks/Pulumi.s.yaml", region="eu-west-1")
     assert str(info.value) == "stacks/Pulumi.s.yaml: mqtt-cluster:network.azs: must be at most 6 (got 9)"
+
+
+def test_readme_documents_every_regional_setting():
+    from components.config import AccessConfig, BrokersConfig, LoadBalancerConfig, NetworkConfig
+
+    readme = (mockengine.ROOT / "README.md").read_text()
+    missing = [
+        f"{section}.{field}"
+        for section, model in (
+            ("network", NetworkConfig),
+            ("brokers", BrokersConfig),
+            ("access", AccessConfig),
+            ("load_balancer", LoadBalancerConfig),
+        )
+        for field in model.model_fields
+        if f"| `{section}.{field}` |" not in readme
+    ]
+    assert not missing, f"README configuration reference lacks {missing}"
