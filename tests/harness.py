@@ -47,15 +47,12 @@ def make_certs(d: Path) -> dict[str, Path]:
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
     )
     run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
+    new_ec_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
     run(
         "openssl",
         "req",
         "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
+        *new_ec_key,
         "-keyout",
         str(ca_key),
         "-out",
@@ -65,21 +62,7 @@ def make_certs(d: Path) -> dict[str, Path]:
         "-subj",
         "/CN=mqtt-cluster test CA",
     )
-    run(
-        "openssl",
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        str(key),
-        "-out",
-        str(csr),
-        "-subj",
-        "/CN=localhost",
-    )
+    run("openssl", "req", *new_ec_key, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=localhost")
     run(
         "openssl",
         "x509",
