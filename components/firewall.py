@@ -45,11 +45,11 @@ def cluster_ports(engine: str) -> list[tuple[int, int, str]]:
     ]
 
 
-def health_port(cfg: StackConfig) -> int | None:
-    """The HTTP port an NLB/ELB health check probes, or None where the check is TCP/MQTT-level."""
+def health_check(cfg: StackConfig) -> tuple[int, str] | None:
+    """(port, path) an NLB/ELB health check probes over HTTP, or None where the check is MQTT-level."""
     if cfg.load_balancer.kind not in ("nlb", "elb"):
         return None
-    return c.DASHBOARD_PORT if cfg.is_emqx else c.VERNEMQ_HTTP_PORT
+    return (c.DASHBOARD_PORT, "/api/v5/status") if cfg.is_emqx else (c.VERNEMQ_HTTP_PORT, "/health")
 
 
 def rules(cfg: StackConfig) -> list[Rule]:
@@ -71,8 +71,9 @@ def rules(cfg: StackConfig) -> list[Rule]:
     out.append(Rule("broker", c.MQTT_PORT, c.MQTT_PORT, "front", "MQTT forwarded by the load balancer"))
     if ws:
         out.append(Rule("broker", c.WS_PORT, c.WS_PORT, "front", "WebSocket forwarded by the load balancer"))
-    hp = health_port(cfg)
-    if hp is not None:
+    check = health_check(cfg)
+    if check is not None:
+        hp = check[0]
         out.append(Rule("broker", hp, hp, "front", "load balancer health check"))
 
     # Brokers <-> brokers only.

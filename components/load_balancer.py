@@ -18,7 +18,7 @@ from components.broker_cluster import IMDSV2, amazon_linux_ami, instance_arch, i
 from components.config import StackConfig
 from components.renderers import cloud_init
 from components.renderers.nodes import NodeSpec
-from components.renderers.proxy import Backend, ProxySettings, haproxy_cfg, maxconn_for, nginx_conf, proxy_start_script
+from components.renderers.proxy import Backend, ProxySettings, haproxy_cfg, idle_timeout, maxconn_for, nginx_conf, proxy_start_script
 from components.tls_certs import TlsMaterial, TlsMaterialArgs
 
 # Classic ELB's default negotiation policy still allows TLS 1.0; this predefined one does not.
@@ -132,8 +132,7 @@ class LoadBalancer(pulumi.ComponentResource):
             opts=self._child,
         )
         cert_arn = self._acm_certificate()
-        hp = firewall.health_port(cfg)
-        path = "/api/v5/status" if cfg.is_emqx else "/health"
+        hp, path = firewall.health_check(cfg)
         routes = [(c.MQTTS_PORT, c.MQTT_PORT, "mqtt")]
         if cfg.brokers.websocket:
             routes.append((c.WSS_PORT, c.WS_PORT, "ws"))
@@ -210,8 +209,7 @@ class LoadBalancer(pulumi.ComponentResource):
             listeners.append(
                 aws.elb.LoadBalancerListenerArgs(lb_port=c.MQTT_PORT, lb_protocol="tcp", instance_port=c.MQTT_PORT, instance_protocol="tcp")
             )
-        hp = firewall.health_port(cfg)
-        path = "/api/v5/status" if cfg.is_emqx else "/health"
+        hp, path = firewall.health_check(cfg)
         elb = aws.elb.LoadBalancer(
             f"{n}-elb",
             subnets=a.public_subnet_ids,
@@ -220,7 +218,7 @@ class LoadBalancer(pulumi.ComponentResource):
             instances=a.instance_ids,
             cross_zone_load_balancing=True,
             # Above the MQTT keepalive; the classic default (60 s) equals it and cuts idle sessions.
-            idle_timeout=cfg.brokers.keepalive * 2 + 30,
+            idle_timeout=idle_timeout(cfg.brokers.keepalive),
             connection_draining=True,
             connection_draining_timeout=lb.deregistration_delay,
             health_check=aws.elb.LoadBalancerHealthCheckArgs(

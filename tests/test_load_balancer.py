@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -9,17 +10,13 @@ import subprocess
 import pytest
 from pyhocon import ConfigFactory
 
-from tests.conftest import STACKS, group_id, plan_of, rules_into
+from tests.conftest import STACKS, group_id, plan_of, rules_into, stack_config
 from tests.harness import NGINX_STREAM_MODULE, make_certs
 
 AWS_STACKS = [s for s in STACKS if s not in ("local",) and "global" not in s]
 
 
 def kind_of(stack):
-    import json
-
-    from tests.conftest import stack_config
-
     return json.loads(stack_config(stack).get("mqtt-cluster:load_balancer", "{}")).get("kind", "nlb")
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import STACKS, ingress, plan_of, rules_into
+from tests.conftest import STACKS, ingress, plan_of, rules_into, stack_config
 
 CLUSTER_AND_ADMIN_PORTS = {22, 4369, 4370, 5370, 18083, 44053, 8888, 8404, *range(9100, 9110)}
 WORLD = {"0.0.0.0/0", "::/0"}
@@ -75,7 +75,7 @@ def test_brokers_admit_cluster_traffic_only_from_themselves(stack):
 @pytest.mark.parametrize("stack", AWS_STACKS)
 def test_ssh_and_dashboard_only_from_admin_networks_or_the_bastion(stack):
     plan = plan_of(stack)
-    cfg = json.loads(__import__("tests.conftest", fromlist=["x"]).stack_config(stack).get("mqtt-cluster:access", "{}"))
+    cfg = json.loads(stack_config(stack).get("mqtt-cluster:access", "{}"))
     admins = set(cfg.get("admin_cidrs", []))
     bastion = [r.id for r in plan.of_type("aws:ec2/securityGroup:SecurityGroup") if r.inputs["tags"]["Role"] == "bastion"]
     for rule in ingress(plan):
