@@ -1,6 +1,6 @@
 # mqtt-cluster — entry points. `make up` deploys (local Docker by default), `make test` proves.
 SHELL := /bin/bash
-STACK ?= dev
+STACK ?= local
 VENV ?= venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
@@ -39,6 +39,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/yamllint -s -c .yamllint stacks Pulumi.yaml .github
 	$(VENV)/bin/actionlint .github/workflows/*.yml
+	$(VENV)/bin/hadolint docker/*/Dockerfile
 	shellcheck .ci/run
 
 test: deps lint
@@ -52,13 +53,20 @@ bench: deps
 
 preview up down: $(VENV)/.installed
 	@command -v pulumi >/dev/null || { echo "this needs the Pulumi CLI (https://www.pulumi.com/docs/install/)"; exit 1; }
+	@if [ "$(STACK)" = local ] && [ "$@" != down ]; then \
+	  docker info >/dev/null 2>&1 || { echo "the local stack needs a running Docker daemon (docker info failed)"; exit 1; }; fi
 	@export PULUMI_BACKEND_URL="$(BACKEND)"; \
 	if [ "$(STACK)" = local ]; then export PULUMI_CONFIG_PASSPHRASE="$${PULUMI_CONFIG_PASSPHRASE-}"; fi; \
 	case "$$PULUMI_BACKEND_URL" in file://*) mkdir -p "$${PULUMI_BACKEND_URL#file://}";; esac; \
 	pulumi stack select --create "$(STACK)" && \
 	case "$@" in \
 	  preview) pulumi preview --diff ;; \
-	  up) pulumi up --yes && pulumi stack output ;; \
+	  up) pulumi up --yes && pulumi stack output && \
+	      if [ "$(STACK)" = local ]; then \
+	        echo; echo "try: mosquitto_sub --cafile $$(pulumi stack output ca_file) -h localhost -p 8883 -t 'demo/#' -v"; \
+	        echo "     mosquitto_pub --cafile $$(pulumi stack output ca_file) -h localhost -p 8883 -t demo/hello -m hi"; \
+	        echo "dashboard password: pulumi stack output dashboard_password --show-secrets"; \
+	      fi ;; \
 	  down) pulumi destroy --yes ;; \
 	esac
 

@@ -1,16 +1,21 @@
 """mqtt-cluster: a production MQTT broker cluster per stack. Wiring only; see components/."""
 
+from pathlib import Path
+
 import pulumi
 import pulumi_aws as aws
 
 from components import firewall, settings
 from components.broker_cluster import Bastion, BastionArgs, BrokerCluster, BrokerClusterArgs, DeployKey
 from components.cluster_join import ClusterJoin, ClusterJoinArgs, JoinTarget
+from components.images import BrokerImage, BrokerImageArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
+from components.local_cluster import LocalCluster, LocalClusterArgs
 from components.network import Network, NetworkArgs
 from components.renderers.nodes import seed
-from components.secrets import ClusterSecrets, ClusterSecretsArgs
+from components.secrets import ClusterSecrets, ClusterSecretsArgs, LocalSecrets
 from components.security_groups import SecurityGroups, SecurityGroupsArgs
+from components.tls_certs import TlsMaterial, TlsMaterialArgs
 
 cfg = settings.load()  # every check happens here, before any resource is registered
 tags = cfg.base_tags
@@ -39,6 +44,7 @@ if cfg.role == "regional":
         ),
     )
     deploy_key = DeployKey("deploy", tags)
+    built = BrokerImage("image", BrokerImageArgs(cfg=cfg, push_to_ecr=True, tags=tags)) if cfg.brokers.build_image else None
     brokers = BrokerCluster(
         "brokers",
         BrokerClusterArgs(
@@ -52,6 +58,9 @@ if cfg.role == "regional":
             secret_leaves=list(secrets.parameter_names),
             account_id=account_id,
             tags=tags,
+            image=built.ref if built else None,
+            ecr_repository_arn=built.repository_arn if built else None,
+            registry=built.registry if built else None,
         ),
         opts=pulumi.ResourceOptions(depends_on=[secrets]),  # hosts read the parameters at first boot
     )
@@ -125,3 +134,44 @@ if cfg.role == "regional":
     pulumi.export("dashboard_password", secrets.dashboard_password)
     if bastion:
         pulumi.export("bastion_ip", bastion.public_ip)
+
+if cfg.role == "local":
+    local = cfg.local_settings
+    secrets = LocalSecrets("secrets", cookie=settings.secret("cookie"), dashboard_password=settings.secret("dashboard_password"))
+    image = BrokerImage("image", BrokerImageArgs(cfg=cfg, push_to_ecr=False, tags=tags)).ref if cfg.brokers.build_image else None
+    tls = TlsMaterial(
+        "tls",
+        TlsMaterialArgs(common_name="localhost", dns_names=["localhost", f"proxy.{cfg.zone_name}"], ip_addresses=["127.0.0.1", local.bind]),
+    )
+    cluster = LocalCluster(
+        "local",
+        LocalClusterArgs(
+            cfg=cfg,
+            image=image,
+            cookie=secrets.cookie,
+            dashboard_password=secrets.dashboard_password,
+            license=settings.secret("license") if cfg.license else None,
+            ca_cert_pem=tls.ca_cert_pem,
+            cert_pem=tls.cert_pem,
+            private_key_pem=tls.private_key_pem,
+            state_dir=Path.cwd() / ".local" / cfg.stack,
+            docker_host=pulumi.Config("docker").get("host"),
+        ),
+    )
+    host = "localhost" if local.bind in ("127.0.0.1", "0.0.0.0") else local.bind  # noqa: S104 - a comparison
+    pulumi.export("engine", cfg.brokers.engine)
+    pulumi.export("mqtt_url", f"mqtt://{host}:{local.mqtt_port}")
+    pulumi.export("mqtts_url", f"mqtts://{host}:{local.mqtts_port}")
+    if cfg.brokers.websocket:
+        pulumi.export("wss_url", f"wss://{host}:{local.wss_port}/mqtt")
+    pulumi.export("ca_file", cluster.ca_file_ready)
+    pulumi.export("ca_certificate", tls.ca_cert_pem)
+    if cfg.is_emqx:
+        pulumi.export("dashboard_url", f"http://{host}:{local.dashboard_port}")
+        pulumi.export("dashboard_user", "admin")
+        pulumi.export("dashboard_password", secrets.dashboard_password)
+        pulumi.export("dashboard_password_hint", "pulumi stack output dashboard_password --show-secrets")
+    else:
+        pulumi.export("status_url", f"http://{host}:{local.dashboard_port}/status")
+    pulumi.export("node_names", [n.node_name for n in cluster.nodes])
+    pulumi.export("containers", [b.name for b in cluster.brokers])

@@ -10,7 +10,7 @@ import pulumi_aws as aws
 import pulumi_tls as tls
 
 from components import hostfiles
-from components.config import StackConfig
+from components.config import StackConfig, instance_arch
 from components.renderers import broker as br
 from components.renderers import cloud_init
 from components.renderers.nodes import NodeSpec, node_specs, seed
@@ -19,12 +19,6 @@ from components.renderers.scripts import node_script
 CONTAINER = "broker"
 EMQX_UID = "1000:1000"  # the emqx user in emqx/emqx images
 VERNEMQ_UID = "10000:10000"  # the vernemq user in vernemq/vernemq images
-
-
-def instance_arch(instance_type: str) -> str:
-    """Graviton families (t4g, m7g, c7gn …) run arm64; the AMI must match."""
-    family = instance_type.split(".")[0]
-    return "arm64" if "g" in family[2:] or family.startswith("a1") else "x86_64"
 
 
 def amazon_linux_ami(arch: str, region: str | None = None) -> str:
@@ -40,8 +34,16 @@ def amazon_linux_ami(arch: str, region: str | None = None) -> str:
     ).id
 
 
-def instance_profile(name: str, param_arn: str, region: str, tags: dict[str, str], parent: pulumi.Resource) -> aws.iam.InstanceProfile:
-    """An instance role with SSM core access and read access to this stack's parameters only."""
+def instance_profile(
+    name: str,
+    param_arn: str,
+    region: str,
+    tags: dict[str, str],
+    parent: pulumi.Resource,
+    ecr_repository_arn: pulumi.Input[str] | None = None,
+) -> aws.iam.InstanceProfile:
+    """An instance role with SSM core access, read access to this stack's parameters only and,
+    when the stack builds its broker image, pull access to that one ECR repository."""
     child = pulumi.ResourceOptions(parent=parent)
     role = aws.iam.Role(
         f"{name}-role",
@@ -76,6 +78,26 @@ def instance_profile(name: str, param_arn: str, region: str, tags: dict[str, str
         ),
         opts=child,
     )
+    if ecr_repository_arn is not None:
+        aws.iam.RolePolicy(
+            f"{name}-pull-image",
+            role=role.id,
+            policy=pulumi.Output.json_dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        # The token call has no resource scope; the pulls are limited to one repository.
+                        {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+                        {
+                            "Effect": "Allow",
+                            "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+                            "Resource": ecr_repository_arn,
+                        },
+                    ],
+                }
+            ),
+            opts=child,
+        )
     return aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=tags, opts=child)
 
 
@@ -103,6 +125,12 @@ class BrokerClusterArgs:
     """SSM parameter leaves the hosts fetch (cookie, dashboard-password, license)."""
     account_id: str
     tags: dict[str, str]
+    image: pulumi.Input[str] | None = None
+    """Broker image; default: the stock (or configured) image. A built image comes by digest."""
+    ecr_repository_arn: pulumi.Input[str] | None = None
+    """ECR repository of a built image; the hosts get pull access to it."""
+    registry: pulumi.Input[str] | None = None
+    """ECR registry host the hosts log in to before pulling."""
 
 
 class BrokerCluster(pulumi.ComponentResource):
@@ -133,7 +161,16 @@ class BrokerCluster(pulumi.ComponentResource):
             opts=child,
         )
 
-        profile = instance_profile(name, f"arn:aws:ssm:{region}:{args.account_id}:parameter{args.param_prefix}/*", region, tags, self)
+        profile = instance_profile(
+            name,
+            f"arn:aws:ssm:{region}:{args.account_id}:parameter{args.param_prefix}/*",
+            region,
+            tags,
+            self,
+            ecr_repository_arn=args.ecr_repository_arn,
+        )
+        image = pulumi.Output.from_input(args.image or cfg.brokers.effective_image)
+        registry = pulumi.Output.from_input(args.registry or "")
 
         secrets = {leaf: var for leaf, var in br.secret_env_names(cfg).items() if leaf in args.secret_leaves}
         self.instances, self.records, self.attachments, self.scripts = [], [], [], []
@@ -151,9 +188,9 @@ class BrokerCluster(pulumi.ComponentResource):
             )
             script = node_script(cfg.brokers.engine, node, first, container=CONTAINER)
             self.scripts.append(script)
-            user_data = volume.id.apply(
-                lambda vol_id, node=node, script=script: self._user_data(
-                    cfg, node, first, core_names, vol_id, args.param_prefix, secrets, script
+            user_data = pulumi.Output.all(volume.id, image, registry).apply(
+                lambda v, node=node, script=script: self._user_data(
+                    cfg, node, first, core_names, v[0], args.param_prefix, secrets, script, image=v[1], registry=v[2]
                 )
             )
             hostfiles.put(node.host, "cloud-init.yaml", user_data)
@@ -206,7 +243,7 @@ class BrokerCluster(pulumi.ComponentResource):
         )
 
     @staticmethod
-    def _user_data(cfg, node, first, core_names, vol_id, param_prefix, secrets, script) -> str:
+    def _user_data(cfg, node, first, core_names, vol_id, param_prefix, secrets, script, *, image: str, registry: str) -> str:
         env = br.broker_env(cfg, node, first)
         files = {"/etc/mqtt-cluster/broker.env": br.env_file(env)}
         if cfg.is_emqx:
@@ -226,7 +263,8 @@ class BrokerCluster(pulumi.ComponentResource):
             secrets=secrets,
             container=CONTAINER,
             mounts=mounts,
-            image=cfg.brokers.effective_image,
+            image=image,
+            registry=registry,
         )
         for path, text in {**files, "/usr/local/sbin/mqtt-broker-start": start}.items():
             hostfiles.put(node.host, path.rsplit("/", 1)[1], text)

@@ -64,6 +64,12 @@ EMQX_LICENSE_FREE_BELOW = (5, 9)
 WORLD = ("0.0.0.0/0", "::/0")
 
 
+def instance_arch(instance_type: str) -> str:
+    """Graviton families (t4g, m7g, c7gn …) run arm64; AMIs and images must match."""
+    family = instance_type.split(".")[0]
+    return "arm64" if "g" in family[2:] or family.startswith("a1") else "x86_64"
+
+
 class ConfigError(Exception):
     """One line: the stack file, the key and the problem."""
 
@@ -139,6 +145,8 @@ class BrokersConfig(_Model):
     """MQTT keepalive (seconds) clients are expected to use; proxies' idle timeouts exceed it."""
     accept_eula: bool = False
     """VerneMQ images refuse to start unless their EULA is accepted; must be true for vernemq."""
+    build_image: bool = False
+    """Build docker/<engine>/Dockerfile on top of the stock image; on AWS it is pushed to ECR."""
 
     @field_validator("instance_type", "replicant_instance_type")
     @classmethod
@@ -167,6 +175,14 @@ class BrokersConfig(_Model):
                 )
         elif self.accept_eula:
             raise _KeyedError("accept_eula", "only meaningful for engine vernemq")
+        if self.build_image and self.image:
+            raise _KeyedError("image", "build_image builds its own image; set one or the other")
+        if self.build_image and self.replicants and self.replicant_instance_type:
+            if instance_arch(self.instance_type) != instance_arch(self.replicant_instance_type):
+                raise _KeyedError(
+                    "replicant_instance_type",
+                    "build_image builds for one CPU architecture; core and replicant types must both be arm64 or both x86_64",
+                )
         return self
 
     @property
@@ -174,11 +190,14 @@ class BrokersConfig(_Model):
         return self.version or ("5.8.6" if self.engine == "emqx" else "2.1.1")
 
     @property
-    def effective_image(self) -> str:
-        if self.image:
-            return self.image
+    def stock_image(self) -> str:
         repo = "emqx/emqx" if self.engine == "emqx" else "vernemq/vernemq"
         return f"{repo}:{self.effective_version}"
+
+    @property
+    def effective_image(self) -> str:
+        """The image hosts run unless build_image replaces it with the built one."""
+        return self.image or self.stock_image
 
     @property
     def needs_license(self) -> bool:
@@ -302,14 +321,53 @@ class LocalConfig(_Model):
     """The `local` stack: the cluster on one machine's Docker."""
 
     proxy: Literal["nginx", "haproxy"] = "nginx"
+    """TLS-terminating proxy container (the same renderer as the AWS proxy hosts)."""
+    bind: str = "127.0.0.1"
+    """Host address the proxy and the dashboard publish on; 0.0.0.0 shows them to the LAN."""
     mqtt_port: int = Field(1883, ge=1024, le=65535)
+    """Plain MQTT on the host (local convenience; never exposed on AWS unless asked)."""
     mqtts_port: int = Field(8883, ge=1024, le=65535)
+    wss_port: int = Field(8084, ge=1024, le=65535)
     dashboard_port: int = Field(18083, ge=1024, le=65535)
+    """EMQX dashboard (or VerneMQ status page) of the seed node."""
     subnet: str = "172.28.0.0/24"
     """Docker network subnet (pick one that clashes with nothing on the host)."""
-    build_image: bool = False
-    """Build docker/<engine>/Dockerfile instead of pulling the stock image."""
 
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, v: str) -> str:
+        try:
+            ipaddress.IPv4Address(v)
+        except ValueError:
+            raise ValueError(f"not an IPv4 address (got {v!r})") from None
+        return v
+
+    @field_validator("subnet")
+    @classmethod
+    def _subnet(cls, v: str) -> str:
+        net = _network(v)
+        if net.version != 4 or not net.is_private:
+            raise ValueError(f"must be a private IPv4 block (got {v})")
+        if net.prefixlen > 26:
+            raise ValueError(f"too small for the brokers and the proxy; use /26 or larger (got /{net.prefixlen})")
+        return v
+
+    @model_validator(mode="after")
+    def _ports(self) -> LocalConfig:
+        ports = {"mqtt_port": self.mqtt_port, "mqtts_port": self.mqtts_port, "wss_port": self.wss_port}
+        ports["dashboard_port"] = self.dashboard_port
+        seen: dict[int, str] = {}
+        for key, port in ports.items():
+            if port in seen:
+                raise _KeyedError(key, f"port {port} is already taken by {seen[port]}")
+            seen[port] = key
+        return self
+
+
+# Fixed addresses on the local Docker network: the gateway is .1, the proxy .2, brokers from .10.
+# Fixed addresses keep a restarted container where nginx (which resolves names once) expects it.
+LOCAL_PROXY_HOST = 2
+LOCAL_FIRST_NODE_HOST = 10
 
 _TOP_LEVEL_SECRETS = ("cookie", "dashboard_password", "license")
 
@@ -364,12 +422,6 @@ class StackConfig(_Model):
                 plan_subnets(self.network.cidr, self.network.azs, self.network.subnet_bits)
             except ValueError as exc:
                 raise _KeyedError("network.cidr", str(exc)) from None
-            if self.brokers.needs_license and not self.license:
-                raise _KeyedError(
-                    "license",
-                    f"emqx {self.brokers.effective_version} needs a license key: "
-                    "`pulumi config set --secret mqtt-cluster:license …`, or use a 5.8.x version",
-                )
             if self.access.bastion and not self.access.admin_cidrs:
                 raise _KeyedError("access.admin_cidrs", "a bastion needs at least one admin network to admit SSH from")
         if self.role == "global" and self.links is None:
@@ -378,7 +430,27 @@ class StackConfig(_Model):
             raise _KeyedError("links", "only a stack with role global links regions")
         if self.role != "local" and self.local is not None:
             raise _KeyedError("local", "only a stack with role local runs on Docker")
+        if self.role == "local":
+            for section in ("network", "access", "load_balancer"):
+                if section in self.model_fields_set:
+                    raise _KeyedError(section, "not used by a local stack (it runs on Docker); remove it or use the local section")
+            nodes = self.brokers.count + self.brokers.replicants
+            # Fixed addresses come from the lower half of the subnet; Docker hands out the upper half.
+            room = ipaddress.ip_network(self.local_settings.subnet).num_addresses // 2 - LOCAL_FIRST_NODE_HOST
+            if nodes > room:
+                raise _KeyedError("local.subnet", f"has room for {room} broker containers, the stack asks for {nodes}")
+        if self.role in ("regional", "local") and self.brokers.needs_license and not self.license:
+            raise _KeyedError(
+                "license",
+                f"emqx {self.brokers.effective_version} needs a license key: "
+                "`pulumi config set --secret mqtt-cluster:license …`, or use a 5.8.x version",
+            )
         return self
+
+    @property
+    def local_settings(self) -> LocalConfig:
+        """The local section, defaults filled in (a local stack may omit it)."""
+        return self.local or LocalConfig()
 
     @property
     def is_emqx(self) -> bool:

@@ -55,3 +55,19 @@ class ClusterSecrets(pulumi.ComponentResource):
             )
             self.parameter_names[leaf] = f"{args.param_prefix}/{leaf}"
         self.register_outputs({"cookie": self.cookie, "dashboard_password": self.dashboard_password})
+
+
+class LocalSecrets(pulumi.ComponentResource):
+    """The local stack's cookie and dashboard password: generated (or from config), never in SSM."""
+
+    def __init__(
+        self,
+        name: str,
+        cookie: pulumi.Output[str] | None,
+        dashboard_password: pulumi.Output[str] | None,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("mqtt-cluster:index:LocalSecrets", name, None, opts)
+        self.cookie = cookie or generated(f"{name}-cookie", 64, False, self)
+        self.dashboard_password = dashboard_password or generated(f"{name}-dashboard-password", 24, True, self)
+        self.register_outputs({"cookie": self.cookie, "dashboard_password": self.dashboard_password})

@@ -75,8 +75,8 @@ def test_every_problem_names_the_source_file():
     assert str(info.value) == "stacks/Pulumi.s.yaml: mqtt-cluster:network.azs: must be at most 6 (got 9)"
 
 
-def test_readme_documents_every_regional_setting():
-    from components.config import AccessConfig, BrokersConfig, LoadBalancerConfig, NetworkConfig
+def test_readme_documents_every_setting():
+    from components.config import AccessConfig, BrokersConfig, LoadBalancerConfig, LocalConfig, NetworkConfig
 
     readme = (mockengine.ROOT / "README.md").read_text()
     missing = [
@@ -86,6 +86,7 @@ def test_readme_documents_every_regional_setting():
             ("brokers", BrokersConfig),
             ("access", AccessConfig),
             ("load_balancer", LoadBalancerConfig),
+            ("local", LocalConfig),
         )
         for field in model.model_fields
         if f"| `{section}.{field}` |" not in readme

@@ -170,6 +170,15 @@ class ProgramMocks(pmocks.Mocks):
             return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/offline-plan", "userId": "AIDAOFFLINE", "id": ACCOUNT}
         if tok == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+        if tok == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+            return {
+                "userName": "AWS",
+                "password": "offline-ecr-token",  # noqa: S105 - a mock's answer
+                "proxyEndpoint": f"https://{ACCOUNT}.dkr.ecr.{region}.amazonaws.com",
+                "authorizationToken": "offline",
+                "expiresAt": "2100-01-01T00:00:00Z",
+                "id": region,
+            }
         if tok == "aws:index/getRegion:getRegion":
             return {"name": region, "region": region, "id": region}
         return {}
@@ -247,7 +256,15 @@ class ProgramMocks(pmocks.Mocks):
             state["certRequestPem"] = "-----BEGIN CERTIFICATE REQUEST-----\nOFFLINE\n-----END CERTIFICATE REQUEST-----\n"
         elif t.startswith("command:"):
             state.update(stdout="", stderr="")
-        elif t.startswith("docker:"):
+        elif t == "docker:index/remoteImage:RemoteImage":
+            digest = _short_hash(rid, n=64)
+            state.update(imageId=f"sha256:{digest}", repoDigest=f"{inputs.get('name', name).split(':')[0]}@sha256:{digest}")
+        elif t == "docker:index/image:Image":
+            image_name = inputs.get("imageName", name)
+            state.update(imageName=image_name, repoDigest=f"{image_name.rsplit(':', 1)[0]}@sha256:{_short_hash(rid, n=64)}")
+        elif t == "aws:ecr/repository:Repository":
+            state.update(repositoryUrl=f"{ACCOUNT}.dkr.ecr.{region}.amazonaws.com/{inputs.get('name', name)}", registryId=ACCOUNT)
+        if t.startswith("docker:"):
             state.setdefault("name", name)
         return rid, state
 
