@@ -12,8 +12,9 @@ from components.images import BrokerImage, BrokerImageArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.local_cluster import LocalCluster, LocalClusterArgs
 from components.network import Network, NetworkArgs
+from components.region_links import RegionLinks, RegionLinksArgs
 from components.renderers.nodes import seed
-from components.secrets import ClusterSecrets, ClusterSecretsArgs, LocalSecrets
+from components.secrets import ClusterSecrets, ClusterSecretsArgs, LocalSecrets, fingerprint
 from components.security_groups import SecurityGroups, SecurityGroupsArgs
 from components.tls_certs import TlsMaterial, TlsMaterialArgs
 
@@ -33,11 +34,17 @@ if cfg.role == "regional":
     sgs = SecurityGroups("sg", SecurityGroupsArgs(vpc_id=net.vpc_id, groups=firewall.groups(cfg), rules=firewall.rules(cfg), tags=tags))
 
     param_prefix = f"/mqtt-cluster/{cfg.stack}"
+    cookie = settings.secret("cookie")
+    primary = None
+    if cfg.brokers.cluster_with:
+        # One cluster across regions: the cookie is the primary stack's, by stack reference.
+        primary = pulumi.StackReference(f"{pulumi.get_organization()}/{pulumi.get_project()}/{cfg.brokers.cluster_with}")
+        cookie = pulumi.Output.secret(primary.require_output("cookie"))
     secrets = ClusterSecrets(
         "secrets",
         ClusterSecretsArgs(
             param_prefix=param_prefix,
-            cookie=settings.secret("cookie"),
+            cookie=cookie,
             dashboard_password=settings.secret("dashboard_password"),
             license=settings.secret("license") if cfg.license else None,
             tags=tags,
@@ -132,8 +139,34 @@ if cfg.role == "regional":
     pulumi.export("private_zone_name", cfg.zone_name)
     pulumi.export("ssm_parameter_prefix", param_prefix)
     pulumi.export("dashboard_password", secrets.dashboard_password)
+    # For the linking stack: the cluster's identity, and how to reach these hosts.
+    pulumi.export("cluster_name", cfg.cluster_name)
+    pulumi.export("cookie", secrets.cookie)
+    if primary is not None:
+        pulumi.export("cookie_fingerprint", primary.require_output("cookie_fingerprint"))
+    else:
+        pulumi.export("cookie_fingerprint", pulumi.Output.unsecret(secrets.cookie.apply(fingerprint)))
+    pulumi.export("deploy_private_key", deploy_key.private_key)
+    pulumi.export("ssh_user", cfg.access.ssh_user)
     if bastion:
         pulumi.export("bastion_ip", bastion.public_ip)
+
+if cfg.role == "global":
+    links = cfg.links
+    source = settings.source_name(cfg.stack)
+    regions = settings.linked_regions(cfg)  # every cross-stack check, before any resource
+    organization = links.organization or pulumi.get_organization()
+    region_links = RegionLinks(
+        "links",
+        RegionLinksArgs(stack=cfg.stack, links=links, regions=regions, organization=organization, source=source, tags=tags),
+    )
+    pulumi.export("mode", links.mode)
+    pulumi.export("primary", links.primary_stack)
+    pulumi.export("regions", {s: r.region for s, r in regions.items()})
+    pulumi.export("peerings", [p.id for p in region_links.peerings])
+    if links.global_hostname:
+        pulumi.export("global_hostname", links.global_hostname)
+        pulumi.export("global_mqtts_url", f"mqtts://{links.global_hostname}:8883")
 
 if cfg.role == "local":
     local = cfg.local_settings

@@ -158,7 +158,9 @@ class BrokerCluster(pulumi.ComponentResource):
             vpcs=[aws.route53.ZoneVpcArgs(vpc_id=args.vpc_id)],
             force_destroy=True,
             tags=tags,
-            opts=child,
+            # The linking stack associates this zone with peer VPCs (ZoneAssociation); without
+            # this, every regional update would remove those associations again.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["vpcs"]),
         )
 
         profile = instance_profile(

@@ -147,6 +147,9 @@ class BrokersConfig(_Model):
     """VerneMQ images refuse to start unless their EULA is accepted; must be true for vernemq."""
     build_image: bool = False
     """Build docker/<engine>/Dockerfile on top of the stock image; on AWS it is pushed to ECR."""
+    cluster_with: str | None = None
+    """Primary stack of a cross-region cluster: this stack takes its Erlang cookie (by stack
+    reference) and cluster name, so the linking stack can join the regions into one cluster."""
 
     @field_validator("instance_type", "replicant_instance_type")
     @classmethod
@@ -247,6 +250,8 @@ class LoadBalancerConfig(_Model):
     """Client hostname; with hosted_zone_id, a DNS-validated ACM certificate and an alias record."""
     hosted_zone_id: str | None = None
     """Public Route53 zone of `domain`."""
+    alternative_names: list[str] = Field(default_factory=list)
+    """More names the certificate covers, e.g. the global hostname of linked regions."""
     plain_mqtt: bool = False
     """Also expose unencrypted 1883 (off: credentials would cross the internet in clear)."""
     proxy_protocol: bool = False
@@ -275,13 +280,36 @@ class LoadBalancerConfig(_Model):
             raise ValueError(f"not an ACM certificate ARN (got {v!r})")
         return v
 
+    @field_validator("alternative_names")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not re.fullmatch(r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", name):
+                raise ValueError(f"not a DNS name: {name!r}")
+        return v
+
     @model_validator(mode="after")
     def _tls_source(self) -> LoadBalancerConfig:
         if self.hosted_zone_id and not self.domain:
             raise _KeyedError("domain", "hosted_zone_id is set but domain is not")
         if self.kind in ("nginx", "haproxy") and self.certificate_arn:
             raise _KeyedError("certificate_arn", f"an ACM certificate cannot be installed on {self.kind} hosts")
+        if self.alternative_names and self.certificate_arn:
+            raise _KeyedError("alternative_names", "the names of an existing certificate (certificate_arn) are fixed where it was issued")
         return self
+
+
+def _topic_filter(f: str) -> bool:
+    """MQTT rules: '#' alone and last, '+' alone in its level, nothing empty."""
+    if not f or "\0" in f:
+        return False
+    levels = f.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            return False
+        if "+" in level and level != "+":
+            return False
+    return True
 
 
 class LinksConfig(_Model):
@@ -314,7 +342,16 @@ class LinksConfig(_Model):
             raise _KeyedError("primary", f"{self.primary} is not one of the linked stacks")
         if self.global_hostname and not self.hosted_zone_id:
             raise _KeyedError("hosted_zone_id", "global_hostname needs the public zone it lives in")
+        if self.mode == "cluster" and self.mesh != "full":
+            raise _KeyedError("mesh", "one cluster connects every node to every node; cluster mode needs mesh full")
+        for f in self.bridge_topics:
+            if not _topic_filter(f):
+                raise _KeyedError("bridge_topics", f"not an MQTT topic filter: {f!r}")
         return self
+
+    @property
+    def primary_stack(self) -> str:
+        return self.primary or self.stacks[0]
 
 
 class LocalConfig(_Model):
@@ -439,6 +476,19 @@ class StackConfig(_Model):
             room = ipaddress.ip_network(self.local_settings.subnet).num_addresses // 2 - LOCAL_FIRST_NODE_HOST
             if nodes > room:
                 raise _KeyedError("local.subnet", f"has room for {room} broker containers, the stack asks for {nodes}")
+        if self.role == "global":
+            for section in ("network", "access", "load_balancer", "brokers"):
+                if section in self.model_fields_set:
+                    raise _KeyedError(section, "not used by a global stack (it links regional stacks; set it in those)")
+        if self.brokers.cluster_with is not None:
+            if self.role != "regional":
+                raise _KeyedError("brokers.cluster_with", "only a regional stack joins another stack's cluster")
+            if self.brokers.cluster_with == self.stack:
+                raise _KeyedError("brokers.cluster_with", "a stack cannot share a cluster with itself")
+            if self.cookie:
+                raise _KeyedError(
+                    "cookie", f"the cookie comes from {self.brokers.cluster_with} (brokers.cluster_with); do not set one here"
+                )
         if self.role in ("regional", "local") and self.brokers.needs_license and not self.license:
             raise _KeyedError(
                 "license",
@@ -465,6 +515,11 @@ class StackConfig(_Model):
             "ManagedBy": "pulumi",
             **self.tags,
         }
+
+    @property
+    def cluster_name(self) -> str:
+        """EMQX cluster.name: shared by every stack of a cross-region cluster."""
+        return f"mqtt-{self.brokers.cluster_with or self.stack}"
 
     @property
     def zone_name(self) -> str:
@@ -541,3 +596,18 @@ def parse(raw: dict[str, Any], *, stack: str, source: str, region: str | None = 
             full = key if key.startswith("aws:") else f"{PROJECT}:{'.'.join([*prefix, key])}"
             raise ConfigError(source, full, original.problem) from None
         raise ConfigError(source, _key_of(loc), _describe(err)) from None
+
+
+def stack_file_config(doc: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """A stack file's document as parse() input: unprefixed keys, secure values as present."""
+    raw: dict[str, Any] = {}
+    region = None
+    for key, value in (doc.get("config") or {}).items():
+        key = str(key)
+        if key == "aws:region":
+            region = str(value)
+            continue
+        if ":" in key and not key.startswith(f"{PROJECT}:"):
+            continue
+        raw[key.split(":", 1)[-1]] = True if isinstance(value, dict) and set(value) == {"secure"} else value
+    return raw, region

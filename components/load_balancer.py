@@ -70,26 +70,42 @@ class LoadBalancer(pulumi.ComponentResource):
         if lb.certificate_arn:
             return lb.certificate_arn
         if lb.domain and lb.hosted_zone_id:
-            cert = aws.acm.Certificate(f"{n}-cert", domain_name=lb.domain, validation_method="DNS", tags=tags, opts=self._child)
-            opt = cert.domain_validation_options[0]
-            record = aws.route53.Record(
-                f"{n}-cert-validation",
-                zone_id=lb.hosted_zone_id,
-                name=opt.resource_record_name,
-                type=opt.resource_record_type,
-                records=[opt.resource_record_value],
-                ttl=60,
-                allow_overwrite=True,
+            names = [lb.domain, *lb.alternative_names]
+            cert = aws.acm.Certificate(
+                f"{n}-cert",
+                domain_name=lb.domain,
+                subject_alternative_names=lb.alternative_names or None,
+                validation_method="DNS",
+                tags=tags,
                 opts=self._child,
             )
+            fqdns = []
+            for i, dn in enumerate(names):
+                # One validation record per name; the provider lists them in no fixed order.
+                opt = cert.domain_validation_options.apply(lambda opts, dn=dn: next(o for o in opts if o.domain_name == dn))
+                record = aws.route53.Record(
+                    f"{n}-cert-validation" if i == 0 else f"{n}-cert-validation-{i}",
+                    zone_id=lb.hosted_zone_id,
+                    name=opt.resource_record_name,
+                    type=opt.resource_record_type,
+                    records=[opt.resource_record_value],
+                    ttl=60,
+                    allow_overwrite=True,
+                    opts=self._child,
+                )
+                fqdns.append(record.fqdn)
             valid = aws.acm.CertificateValidation(
-                f"{n}-cert-valid", certificate_arn=cert.arn, validation_record_fqdns=[record.fqdn], opts=self._child
+                f"{n}-cert-valid", certificate_arn=cert.arn, validation_record_fqdns=fqdns, opts=self._child
             )
             return valid.certificate_arn
         # No domain: a self-signed CA (pulumi-tls) imported into ACM; clients trust the exported CA.
         material = TlsMaterial(
             f"{n}-tls",
-            TlsMaterialArgs(common_name=f"mqtt.{self._cfg.stack}", dns_names=[f"*.elb.{self._cfg.region}.amazonaws.com"], ip_addresses=[]),
+            TlsMaterialArgs(
+                common_name=f"mqtt.{self._cfg.stack}",
+                dns_names=[f"*.elb.{self._cfg.region}.amazonaws.com", *self._cfg.load_balancer.alternative_names],
+                ip_addresses=[],
+            ),
             opts=self._child,
         )
         self.ca_cert_pem = material.ca_cert_pem
@@ -277,7 +293,7 @@ class LoadBalancer(pulumi.ComponentResource):
             f"{n}-tls",
             TlsMaterialArgs(
                 common_name=lb.domain or f"mqtt.{cfg.stack}",
-                dns_names=[lb.domain] if lb.domain else [f"mqtt.{cfg.stack}"],
+                dns_names=([lb.domain] if lb.domain else [f"mqtt.{cfg.stack}"]) + lb.alternative_names,
                 ip_addresses=[e.public_ip for e in eips],
             ),
             opts=self._child,

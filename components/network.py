@@ -51,11 +51,10 @@ class Network(pulumi.ComponentResource):
         igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags={**tags, "Name": f"{name}-igw"}, opts=child)
 
         public_rt = aws.ec2.RouteTable(
-            f"{name}-public-rt",
-            vpc_id=vpc.id,
-            routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", gateway_id=igw.id)],
-            tags={**tags, "Name": f"{name}-public-rt", "Tier": "public"},
-            opts=child,
+            f"{name}-public-rt", vpc_id=vpc.id, tags={**tags, "Name": f"{name}-public-rt", "Tier": "public"}, opts=child
+        )
+        aws.ec2.Route(
+            f"{name}-public-default", route_table_id=public_rt.id, destination_cidr_block="0.0.0.0/0", gateway_id=igw.id, opts=child
         )
 
         self.public_subnet_ids, self.private_subnet_ids, self.private_route_table_ids = [], [], []
@@ -94,18 +93,24 @@ class Network(pulumi.ComponentResource):
                 tags={**tags, "Name": f"{name}-private-{n}", "Tier": "private"},
                 opts=child,
             )
-            routes = []
-            if nat_ids:
-                # per-az: each zone egresses through its own NAT, so losing a zone strands nobody else.
-                nat_id = nat_ids[p.az_index] if args.nat == "per-az" else nat_ids[0]
-                routes.append(aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", nat_gateway_id=nat_id))
+            # Routes are separate resources, never inline: the linking stack adds peering routes to
+            # these tables, and inline routes would make every regional update delete them.
             rt = aws.ec2.RouteTable(
                 f"{name}-private-{n}-rt",
                 vpc_id=vpc.id,
-                routes=routes,
                 tags={**tags, "Name": f"{name}-private-{n}-rt", "Tier": "private"},
                 opts=child,
             )
+            if nat_ids:
+                # per-az: each zone egresses through its own NAT, so losing a zone strands nobody else.
+                nat_id = nat_ids[p.az_index] if args.nat == "per-az" else nat_ids[0]
+                aws.ec2.Route(
+                    f"{name}-private-{n}-default",
+                    route_table_id=rt.id,
+                    destination_cidr_block="0.0.0.0/0",
+                    nat_gateway_id=nat_id,
+                    opts=child,
+                )
             aws.ec2.RouteTableAssociation(f"{name}-private-{n}-rta", subnet_id=priv.id, route_table_id=rt.id, opts=child)
             self.private_subnet_ids.append(priv.id)
             self.private_route_table_ids.append(rt.id)

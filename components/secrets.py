@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import pulumi
@@ -18,6 +19,11 @@ class ClusterSecretsArgs:
     dashboard_password: pulumi.Output[str] | None
     license: pulumi.Output[str] | None
     tags: dict[str, str]
+
+
+def fingerprint(secret: str) -> str:
+    """A short one-way digest: lets the linking stack compare cookies without reading them."""
+    return hashlib.sha256(f"mqtt-cluster-cookie:{secret}".encode()).hexdigest()[:16]
 
 
 def generated(name: str, length: int, special: bool, parent: pulumi.Resource) -> pulumi.Output[str]:

@@ -9,6 +9,7 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 
 from components.config import PROJECT, ConfigError, StackConfig, parse
+from components.links import Region, check
 
 SOURCE_ENV = "MQTT_CLUSTER_CONFIG_SOURCE"
 """Set by the offline plan to the file it read, so messages name that file."""
@@ -50,6 +51,14 @@ def load() -> StackConfig:
     source = source_name(stack)
     try:
         return parse(_raw_project_config(), stack=stack, source=source, region=pulumi.Config("aws").get("region"))
+    except ConfigError as exc:
+        raise StackConfigError(exc.source, exc.key, exc.problem) from None
+
+
+def linked_regions(cfg: StackConfig) -> dict[str, Region]:
+    """The global stack's linked regional stacks, cross-checked (one clean line on a problem)."""
+    try:
+        return check(cfg, source_name(cfg.stack))
     except ConfigError as exc:
         raise StackConfigError(exc.source, exc.key, exc.problem) from None
 

@@ -76,7 +76,7 @@ def test_every_problem_names_the_source_file():
 
 
 def test_readme_documents_every_setting():
-    from components.config import AccessConfig, BrokersConfig, LoadBalancerConfig, LocalConfig, NetworkConfig
+    from components.config import AccessConfig, BrokersConfig, LinksConfig, LoadBalancerConfig, LocalConfig, NetworkConfig
 
     readme = (mockengine.ROOT / "README.md").read_text()
     missing = [
@@ -87,6 +87,7 @@ def test_readme_documents_every_setting():
             ("access", AccessConfig),
             ("load_balancer", LoadBalancerConfig),
             ("local", LocalConfig),
+            ("links", LinksConfig),
         )
         for field in model.model_fields
         if f"| `{section}.{field}` |" not in readme

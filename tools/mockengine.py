@@ -13,8 +13,6 @@ import ipaddress
 import json
 import os
 import runpy
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,7 +185,7 @@ class ProgramMocks(pmocks.Mocks):
     def new_resource(self, args: pmocks.MockResourceArgs):
         t, name, inputs = args.typ, args.name, dict(args.inputs)
         if t == "pulumi:pulumi:StackReference":
-            ref = inputs.get("name", name)
+            ref = str(inputs.get("name", name)).rsplit("/", 1)[-1]  # organization/project/stack
             if ref not in self.stack_outputs:
                 raise pulumi.RunError(f"stack reference {ref}: no such stack")
             outs = self.stack_outputs[ref]
@@ -232,14 +230,15 @@ class ProgramMocks(pmocks.Mocks):
             rid = f"Z0{_short_hash(rid, n=18).upper()}"
             state.update(zoneId=rid, nameServers=["ns-1.awsdns-01.org"])
         elif t == "aws:acm/certificate:Certificate":
-            dn = inputs.get("domainName", "mqtt.example.com")
+            names = [inputs.get("domainName", "mqtt.example.com"), *(inputs.get("subjectAlternativeNames") or [])]
             state["domainValidationOptions"] = [
                 {
                     "domainName": dn,
-                    "resourceRecordName": f"_x1.{dn}.",
+                    "resourceRecordName": f"_{_short_hash(dn, n=8)}.{dn}.",
                     "resourceRecordType": "CNAME",
-                    "resourceRecordValue": "_x2.acm-validations.aws.",
+                    "resourceRecordValue": f"_{_short_hash(dn, 'v', n=8)}.acm-validations.aws.",
                 }
+                for dn in reversed(names)  # no fixed order, as the provider
             ]
         elif t == "random:index/randomPassword:RandomPassword":
             state["result"] = f"offline-{_short_hash(rid, n=24)}"
@@ -342,28 +341,38 @@ def read_stack_file(path: Path) -> dict[str, Any]:
     return doc
 
 
-def referenced_stacks(doc: dict[str, Any]) -> list[str]:
-    links = (doc.get("config") or {}).get(f"{PROJECT}:links") or {}
-    stacks = links.get("stacks") if isinstance(links, dict) else None
-    return [s for s in stacks if isinstance(s, str)] if isinstance(stacks, list) else []
+def referenced_stacks(config: dict[str, str]) -> list[str]:
+    """Stacks a flattened config refers to: links.stacks (global) and brokers.cluster_with."""
+    refs: list[str] = []
+    for key, field in ((f"{PROJECT}:links", "stacks"), (f"{PROJECT}:brokers", "cluster_with")):
+        try:
+            section = json.loads(config.get(key) or "{}")
+        except json.JSONDecodeError:
+            continue
+        value = section.get(field) if isinstance(section, dict) else None
+        refs += [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)]
+    return refs
 
 
-def resolve_references(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Exported outputs of every stack this one references, from their own offline plans."""
+_OUTPUTS_CACHE: dict[tuple[str, float], dict[str, Any]] = {}
+
+
+def resolve_references(config: dict[str, str], _seen: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """Exported outputs of every stack this config references, from their own offline plans
+    (as ``python -m tools.plan REF --json`` prints them: secrets are "[secret]")."""
     outputs: dict[str, dict[str, Any]] = {}
-    for ref in referenced_stacks(doc):
-        if not stack_file(ref).exists():
-            continue  # the program reports the missing stack, naming the key
-        proc = subprocess.run(
-            [sys.executable, "-m", "tools.plan", ref, "--json"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"offline plan of referenced stack {ref} failed: {proc.stderr.strip()}")
-        outputs[ref] = json.loads(proc.stdout)["outputs"]
+    for ref in referenced_stacks(config):
+        path = stack_file(ref)
+        if not path.exists() or ref in _seen:
+            continue  # the program reports the missing stack (or the cycle), naming the key
+        key = (ref, path.stat().st_mtime)
+        if key not in _OUTPUTS_CACHE:
+            doc = read_stack_file(path)
+            ref_config, ref_secrets = _flatten_config(doc)
+            nested = resolve_references(ref_config, (*_seen, ref))
+            plan = run_program(ref, ref_config, ref_secrets, stack_outputs=nested)
+            _OUTPUTS_CACHE[key] = json.loads(json.dumps(plan.outputs))
+        outputs[ref] = json.loads(json.dumps(_OUTPUTS_CACHE[key]))  # callers may edit their copy
     return outputs
 
 
@@ -376,11 +385,13 @@ def run_program(
     stack_outputs: dict[str, dict[str, Any]] | None = None,
 ) -> Plan:
     """Run __main__.py for ``stack`` with ``config`` under mocks; raise what the program raises."""
+    if stack_outputs is None:
+        stack_outputs = resolve_references(config, (stack,))
     region = config.get("aws:region")
-    mocks = ProgramMocks(stack, region, stack_outputs or {})
+    mocks = ProgramMocks(stack, region, stack_outputs)
     monitor = RecordingMonitor(mocks)
     psettings.set_root_resource(None)
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor, organization="organization")
     psettings.set_root_resource(None)  # Stack() below makes the real root, as the language host does
     pulumi.runtime.set_all_config(config, secret_keys or [])
     hostfiles.reset()
@@ -404,4 +415,4 @@ def plan_stack(stack: str, config_file: Path | None = None) -> Plan:
     doc = read_stack_file(path)
     config, secret_keys = _flatten_config(doc)
     source = os.path.relpath(path, ROOT) if path.is_absolute() and ROOT in path.parents else str(path)
-    return run_program(stack, config, secret_keys, source=source, stack_outputs=resolve_references(doc))
+    return run_program(stack, config, secret_keys, source=source)

@@ -27,7 +27,7 @@ def emqx_hocon(cfg: StackConfig, node: NodeSpec, seeds: list[str]) -> str:
     return render(
         "emqx.conf.j2",
         node=node,
-        cluster_name=f"mqtt-{cfg.stack}",
+        cluster_name=cfg.cluster_name,
         seeds=seeds,
         websocket=cfg.brokers.websocket,
         proxy_protocol=pp,

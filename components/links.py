@@ -1,0 +1,173 @@
+"""What the linking (global) stack may link: the regional stacks' own files, checked together.
+
+The linking stack reads each regional stack's file (stacks/Pulumi.<name>.yaml, in this repository)
+so every cross-stack rule — overlapping CIDRs, a region linked to itself, engine or cookie
+mismatches in cluster mode — is decided before any resource is registered, naming both stacks
+and the key. Run-time facts (ids, addresses, hostnames) come from stack references.
+Pure: no Pulumi imports.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from components.config import ConfigError, LinksConfig, StackConfig, parse, stack_file_config
+
+STACKS_DIR = Path(__file__).resolve().parent.parent / "stacks"
+
+REQUIRED_OUTPUTS = (
+    "region",
+    "engine",
+    "vpc_id",
+    "vpc_cidr",
+    "private_route_table_ids",
+    "broker_security_group_id",
+    "node_names",
+    "node_addresses",
+    "private_zone_id",
+    "mqtt_host",
+    "cluster_name",
+    "cookie_fingerprint",
+)
+"""What every regional stack exports for its peers (README: "Multi-region")."""
+CLUSTER_OUTPUTS = ("deploy_private_key", "ssh_user", "bastion_ip")
+"""Also needed where the linking stack runs commands on a region's hosts."""
+
+
+@dataclass(frozen=True)
+class Region:
+    """A linked regional stack as its file describes it."""
+
+    stack: str
+    cfg: StackConfig
+    source: str
+
+    @property
+    def region(self) -> str:
+        return self.cfg.region or ""
+
+    @property
+    def cidr(self) -> str:
+        return self.cfg.network.cidr
+
+    @property
+    def route_tables(self) -> int:
+        """Private route tables: one per availability zone (components/network.py)."""
+        return self.cfg.network.azs
+
+
+def load_region(stack: str, *, source: str, key: str, stacks_dir: Path = STACKS_DIR) -> Region:
+    path = stacks_dir / f"Pulumi.{stack}.yaml"
+    if not path.exists():
+        raise ConfigError(source, key, f"{stack} does not exist (no stacks/{path.name})")
+    with open(path, encoding="utf-8") as fh:
+        doc = yaml.safe_load(fh) or {}
+    raw, region = stack_file_config(doc)
+    rel = f"stacks/{path.name}"
+    cfg = parse(raw, stack=stack, source=rel, region=region)  # its own errors name its own file
+    return Region(stack, cfg, rel)
+
+
+def pairs(links: LinksConfig) -> list[tuple[str, str]]:
+    """(requester, accepter) per peering: every pair (full) or the primary with each (hub)."""
+    if links.mesh == "hub":
+        primary = links.primary_stack
+        return [(primary, s) for s in links.stacks if s != primary]
+    return [(a, b) for i, a in enumerate(links.stacks) for b in links.stacks[i + 1 :]]
+
+
+def _minor(version: str) -> str:
+    return ".".join(re.findall(r"\d+", version)[:2])
+
+
+def check(cfg: StackConfig, source: str, stacks_dir: Path = STACKS_DIR) -> dict[str, Region]:
+    """Load and cross-check the linked stacks; raise ConfigError naming both stacks and the key."""
+    links = cfg.links
+    assert links is not None  # the model requires links for role global
+    regions: dict[str, Region] = {}
+    for name in links.stacks:
+        if name == cfg.stack:
+            raise ConfigError(source, "mqtt-cluster:links.stacks", f"{cfg.stack} cannot link itself")
+        r = load_region(name, source=source, key="mqtt-cluster:links.stacks", stacks_dir=stacks_dir)
+        if r.cfg.role != "regional":
+            raise ConfigError(source, "mqtt-cluster:links.stacks", f"{name} has role {r.cfg.role}; only regional stacks can be linked")
+        regions[name] = r
+    listed = list(regions.values())
+    for i, a in enumerate(listed):
+        for b in listed[i + 1 :]:
+            if a.region == b.region:
+                raise ConfigError(
+                    source,
+                    "aws:region",
+                    f"{a.stack} and {b.stack} are both in {a.region}: a region cannot be linked to itself",
+                )
+            if ipaddress.ip_network(a.cidr).overlaps(ipaddress.ip_network(b.cidr)):
+                raise ConfigError(
+                    source,
+                    "mqtt-cluster:network.cidr",
+                    f"{a.stack} ({a.cidr}) and {b.stack} ({b.cidr}) overlap; peered VPCs need distinct blocks",
+                )
+    primary = regions[links.primary_stack]
+    for r in listed:
+        if r is primary:
+            continue
+        if links.mode == "cluster":
+            if r.cfg.brokers.engine != primary.cfg.brokers.engine:
+                raise ConfigError(
+                    source,
+                    "mqtt-cluster:brokers.engine",
+                    f"{r.stack} runs {r.cfg.brokers.engine}, {primary.stack} runs {primary.cfg.brokers.engine}: one cluster needs one engine",
+                )
+            if _minor(r.cfg.brokers.effective_version) != _minor(primary.cfg.brokers.effective_version):
+                raise ConfigError(
+                    source,
+                    "mqtt-cluster:brokers.version",
+                    f"{r.stack} runs {r.cfg.brokers.effective_version}, {primary.stack} runs "
+                    f"{primary.cfg.brokers.effective_version}: one cluster needs one release line",
+                )
+            if r.cfg.brokers.cluster_with not in (None, primary.stack):
+                raise ConfigError(
+                    source,
+                    "mqtt-cluster:brokers.cluster_with",
+                    f"{r.stack} shares the cluster of {r.cfg.brokers.cluster_with}, but the primary is {primary.stack}",
+                )
+            if r.cfg.brokers.cluster_with is None and not (r.cfg.cookie and primary.cfg.cookie):
+                raise ConfigError(
+                    source,
+                    "mqtt-cluster:cookie",
+                    f"{r.stack} and {primary.stack} each generate their own Erlang cookie, so they cannot form one cluster; "
+                    f"set brokers.cluster_with: {primary.stack} in {r.source}",
+                )
+            if not r.cfg.access.bastion:
+                raise ConfigError(
+                    source,
+                    "mqtt-cluster:access.bastion",
+                    f"{r.stack} has no bastion; the joins into {primary.stack}'s cluster reach its private hosts through one",
+                )
+        else:
+            if r.cfg.brokers.cluster_with is not None:
+                raise ConfigError(
+                    source,
+                    "mqtt-cluster:brokers.cluster_with",
+                    f"{r.stack} shares the cluster of {r.cfg.brokers.cluster_with}, but links.mode is bridge",
+                )
+    if links.mode == "bridge":
+        for r in listed:
+            if not r.cfg.is_emqx:
+                raise ConfigError(
+                    source,
+                    "mqtt-cluster:links.mode",
+                    f"bridge mode configures EMQX bridges, and {r.stack} runs {r.cfg.brokers.engine} (use cluster mode)",
+                )
+            if not r.cfg.access.bastion:
+                raise ConfigError(
+                    source,
+                    "mqtt-cluster:access.bastion",
+                    f"{r.stack} has no bastion; the bridge configuration reaches its seed through one",
+                )
+    return regions
