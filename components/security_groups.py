@@ -52,6 +52,7 @@ class SecurityGroups(pulumi.ComponentResource):
                 ip_protocol="-1",
                 cidr_ipv4="0.0.0.0/0",
                 description="all outbound",
+                tags={**args.tags, "Name": f"{role} egress"},
                 opts=child,
             )
 
