@@ -257,8 +257,7 @@ class RegionLinks(pulumi.ComponentResource):
 
             def render(values: list[list[Any]], stack: str = stack, peer_names: list[str] = peer_names) -> str:
                 peers = [Peer(p, host, ca) for p, (host, ca) in zip(peer_names, values, strict=True)]
-                text = bridge_script(stack, peers, args.links.bridge_topics, container=CONTAINER)
-                return text
+                return bridge_script(stack, peers, args.links.bridge_topics, container=CONTAINER)
 
             script = pulumi.Output.all(*peer_values).apply(render)
             hostfiles.put(f"{stack}/seed", "bridges.sh", script)

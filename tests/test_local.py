@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from components.config import parse
+from components.links import load_region
 from components.load_balancer import LoadBalancer
 from components.local_cluster import container_name, local_proxy_settings
 from components.renderers.nodes import node_specs, seed
@@ -102,7 +103,7 @@ def test_generated_secrets_are_secret_in_the_container_environment(program):
 
 def test_joins_run_the_shared_script_through_docker_exec_and_wait_only_for_the_seed():
     plan = plan_of("local")
-    cfg = parse(mockengine_config("local"), stack="local", source="x")
+    cfg = load_region("local", source="x", key="x").cfg
     nodes = node_specs(cfg)
     first = seed(nodes)
     joins = {r.name: r for r in plan.of_type(LOCAL_CMD) if r.name.startswith("local-join-")}
@@ -122,13 +123,6 @@ def test_joins_run_the_shared_script_through_docker_exec_and_wait_only_for_the_s
         own, seed_c = containers[f"local-{node.host}"], containers[f"local-{first.host}"]
         assert set(j.dependencies) == {own.urn, seed_c.urn}
         assert j.inputs["triggers"] == [own.id]
-
-
-def mockengine_config(stack: str) -> dict:
-    from tools import mockengine
-
-    doc = mockengine.read_stack_file(mockengine.stack_file(stack))
-    return {k.split(":", 1)[1]: v for k, v in doc["config"].items() if k.startswith("mqtt-cluster:")}
 
 
 def test_the_local_join_script_joins_through_the_named_container(tmp_path):

@@ -15,7 +15,7 @@ import pulumi
 import pytest
 
 from components.config import ConfigError, parse
-from components.links import CLUSTER_OUTPUTS, REQUIRED_OUTPUTS, check, pairs
+from components.links import CLUSTER_OUTPUTS, REQUIRED_OUTPUTS, check, load_region, pairs
 from components.renderers.bridges import Peer, bridge_hocon
 from components.renderers.nodes import node_specs, seed
 from components.renderers.scripts import node_script
@@ -154,17 +154,7 @@ def test_private_zones_are_associated_with_every_other_vpc():
 
 def test_joins_run_the_shared_script_against_the_primary_seed_after_the_network():
     plan = plan_of("prod-global")
-    primary_cfg = parse(
-        {
-            k.split(":", 1)[1]: v
-            for k, v in mockengine.read_stack_file(mockengine.stack_file(PROD[0]))["config"].items()
-            if "mqtt-cluster:" in k
-        },
-        stack=PROD[0],
-        source="x",
-        region="eu-central-1",
-    )
-    primary_seed = seed(node_specs(primary_cfg))
+    primary_seed = seed(node_specs(load_region(PROD[0], source="x", key="x").cfg))
     network = {r.urn for r in plan.resources if r.type in (ACCEPT, ROUTE, RULE, ZONE_ASSOC)}
     joins = plan.of_type(JOIN)
     for j in joins:

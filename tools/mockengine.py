@@ -8,6 +8,7 @@ exported outputs. No CLI, no cloud, no credentials.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import ipaddress
 import json
@@ -371,8 +372,8 @@ def resolve_references(config: dict[str, str], _seen: tuple[str, ...] = ()) -> d
             ref_config, ref_secrets = _flatten_config(doc)
             nested = resolve_references(ref_config, (*_seen, ref))
             plan = run_program(ref, ref_config, ref_secrets, stack_outputs=nested)
-            _OUTPUTS_CACHE[key] = json.loads(json.dumps(plan.outputs))
-        outputs[ref] = json.loads(json.dumps(_OUTPUTS_CACHE[key]))  # callers may edit their copy
+            _OUTPUTS_CACHE[key] = plan.outputs
+        outputs[ref] = copy.deepcopy(_OUTPUTS_CACHE[key])  # callers may edit their copy
     return outputs
 
 
