@@ -95,7 +95,7 @@ def make_certs(d: Path) -> dict[str, Path]:
 
 # PROXY protocol framing, from the specification haproxy ships (haproxy/haproxy v2.6.0
 # doc/proxy-protocol.txt): a v1 line starts with "PROXY " and is at most 107 bytes with its CRLF
-# (:264-276); the v2 signature (:335); a v2 LOCAL command, which haproxy's health checks send,
+# (:266-276); the v2 signature (:335); a v2 LOCAL command, which haproxy's health checks send,
 # carries no client and the receiver uses the connection's own endpoints (:346-350); families
 # \x11 TCP over IPv4 and \x21 TCP over IPv6 (:417-423).
 PP_V1_PREFIX = b"PROXY "
@@ -544,7 +544,7 @@ def broker_listeners(files: dict[tuple[str, str], str], host: str) -> tuple[bool
         from pyhocon import ConfigFactory
 
         conf = ConfigFactory.parse_string(mine["emqx.conf"])
-        # Default false: emqx/emqx v5.8.6 apps/emqx/src/emqx_schema.erl:1891-1897
+        # Default false: emqx/emqx v5.8.6 apps/emqx/src/emqx_schema.erl:1891-1896
         return tuple(bool(conf.get(f"listeners.{kind}.default.proxy_protocol", False)) for kind in ("tcp", "ws"))
     env = dict(line.split("=", 1) for line in mine["broker.env"].splitlines() if "=" in line and not line.startswith("#"))
     # Default off: vernemq/vernemq 2.1.1 apps/vmq_server/priv/vmq_server.schema:883-898
@@ -592,15 +592,16 @@ def mqtt_client(client_id: str, ca: Path, transport: str = "tcp"):
     return c
 
 
-def connect_once(host: str, port: int, ca: Path, client_id: str, timeout: float = 5.0) -> bool:
-    """One TLS MQTT connection: True when CONNACK (accepted) arrives within the timeout."""
-    ctx = tls_context(ca)
+def connect_once(host: str, port: int, ca: Path | None, client_id: str, timeout: float = 5.0) -> bool:
+    """One MQTT connection (TLS unless ca is None): True when CONNACK (accepted) arrives within the timeout."""
     try:
-        with socket.create_connection((host, port), timeout=timeout) as raw, ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.settimeout(timeout)
-            ok = raw_mqtt_connect(tls, client_id) == b"\x20\x02\x00\x00"
-            tls.sendall(b"\xe0\x00")  # DISCONNECT
-            return ok
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            sock = tls_context(ca).wrap_socket(raw, server_hostname="localhost") if ca else raw
+            with sock:
+                sock.settimeout(timeout)
+                ok = raw_mqtt_connect(sock, client_id) == b"\x20\x02\x00\x00"
+                sock.sendall(b"\xe0\x00")  # DISCONNECT
+                return ok
     except OSError:
         return False
 
