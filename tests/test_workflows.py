@@ -227,3 +227,17 @@ def test_without_a_marked_comment_a_new_one_is_created(tmp_path):
 def test_a_non_numeric_pr_number_posts_nothing(tmp_path):
     writes, out = run_comment(tmp_path, pr_number="../../x")
     assert writes == [] and "no pull request number" in out
+
+
+def test_readme_documents_the_oidc_subject_of_every_deploy_environment():
+    # GitHub Docs, OpenID Connect reference: a job with an environment gets
+    # sub = repo:<owner>/<repo>:environment:<name>; a pull_request job repo:<owner>/<repo>:pull_request
+    readme = (ROOT / "README.md").read_text()
+    job = workflow("deploy.yml")["jobs"]["primary"]["with"]["environment"]
+    assert job == "${{ startsWith(matrix.stack, 'prod') && 'prod' || matrix.stack }}"
+    lists = stacks_mod.stacks()
+    envs = {"prod" if s.startswith("prod") else s for key in stacks_mod.KEYS for s in lists[key]}
+    for env in envs:
+        assert f'"repo:<owner>/<repo>:environment:{env}"' in readme, env
+    assert "repo:<owner>/<repo>:pull_request" in readme
+    assert "pull-requests" not in workflow("deploy.yml")["permissions"]
