@@ -4,8 +4,9 @@ STACK ?= local
 VENV ?= venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
-# Debian packages the tests run for real (nginx -t, haproxy -c, mosquitto data plane, shellcheck, cloud-init schema).
-APT_PACKAGES := nginx libnginx-mod-stream haproxy mosquitto mosquitto-clients shellcheck cloud-init openssl
+# Debian packages the tests run for real (nginx -t, haproxy -c, mosquitto data plane, shellcheck, cloud-init schema,
+# jq for the workflow scripts).
+APT_PACKAGES := nginx libnginx-mod-stream haproxy mosquitto mosquitto-clients shellcheck cloud-init openssl jq
 # A local file backend unless the operator points elsewhere; no Pulumi Cloud account needed.
 BACKEND = $${PULUMI_BACKEND_URL:-file://$(CURDIR)/.pulumi-state}
 

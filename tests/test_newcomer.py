@@ -60,9 +60,17 @@ def rig(tmp_path):
     stub = tmp_path / "stub"
     stub.mkdir()
     (stub / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    # The system's tools, minus any real docker or pulumi (Debian's docker.io is /usr/bin/docker).
+    sysbin = tmp_path / "sysbin"
+    sysbin.mkdir()
+    for d in ("/bin", "/usr/bin"):
+        for tool in Path(d).iterdir():
+            link = sysbin / tool.name
+            if tool.name not in ("docker", "dockerd", "pulumi") and not link.exists():
+                link.symlink_to(tool)
     env = {
         "HOME": str(tmp_path),
-        "PATH": f"{bindir}:/usr/bin:/bin",
+        "PATH": f"{bindir}:{sysbin}",
         "PULUMI_LOG": str(tmp_path / "pulumi.log"),
         "INSTALL_LOG": str(tmp_path / "install.log"),
         "FAKE_PULUMI": str(fake),
