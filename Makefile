@@ -62,7 +62,8 @@ lint: $(VENV)/.installed
 test: deps lint
 	$(PY) -m pytest -q -W error::pytest.PytestReturnNotNoneWarning tests
 
-plan: $(VENV)/.installed
+# The offline plan needs only the program's requirements (as in plan-diff.yml).
+plan: $(VENV)/.runtime
 	$(PY) -m tools.plan $(STACK)
 
 bench: deps

@@ -158,6 +158,8 @@ def test_the_runtime_venv_installs_only_the_program_requirements(tmp_path):
     # make up's recipe never reaches for the test tooling or apt
     up = subprocess.run(["make", "-n", f"VENV={venv}", "up", "STACK=dev"], cwd=ROOT, capture_output=True, text=True)
     assert "requirements-dev" not in up.stdout + up.stderr and "apt-get" not in up.stdout + up.stderr
+    plan = subprocess.run(["make", "-n", f"VENV={venv}", "plan", "STACK=dev"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert "-r requirements.txt" in plan and "requirements-dev" not in plan and "-m tools.plan dev" in plan
 
 
 def test_make_test_still_installs_everything_itself(tmp_path):
