@@ -486,8 +486,8 @@ def localise(text: str, brokers: list[Broker], certs: dict[str, Path], workdir: 
     Paths: certificates, pid and log files, nginx's stream module (loaded where a config relies on
     an nginx built with it). Host facts this machine differs
     in: an account that does not exist here (or that an unprivileged run cannot switch to) is
-    dropped, and haproxy's maxconn is capped to the open-file limit (haproxy refuses to start
-    above it). Every option that decides behaviour (PROXY protocol, checks, TLS, timeouts,
+    dropped, and haproxy's maxconn / nginx's worker limits are capped to the open-file limit
+    (haproxy refuses to start above it; nginx cannot raise it). Every option that decides behaviour (PROXY protocol, checks, TLS, timeouts,
     balancing) stays as shipped.
     """
     names = sorted({(int(m.group(2)), m.group(1)) for m in BROKER_ADDRESS.finditer(text)})
@@ -534,6 +534,14 @@ def localise(text: str, brokers: list[Broker], certs: dict[str, Path], workdir: 
     limit = hard if hard != resource.RLIM_INFINITY else 1 << 20
     cap = (limit - 200) // 2  # haproxy wants about two descriptors per connection
     text = re.sub(r"^(\s*maxconn )(\d+)$", lambda m: f"{m.group(1)}{min(int(m.group(2)), cap)}", text, flags=re.M)
+    # nginx cannot raise its workers' limit above the hard one either; connection slots beyond it
+    # would only be preallocated memory.
+    text = re.sub(
+        r"^(\s*worker_(?:rlimit_nofile|connections) )(\d+);$",
+        lambda m: f"{m.group(1)}{min(int(m.group(2)), limit - 200)};",
+        text,
+        flags=re.M,
+    )
     return text, ports
 
 
