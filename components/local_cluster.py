@@ -145,6 +145,7 @@ class LocalCluster(pulumi.ComponentResource):
                 f"{name}-{node.host}",
                 name=container_name(cfg, node.host),
                 image=image,
+                command=br.broker_command(cfg),
                 hostname=node.fqdn,
                 restart="always",
                 networks_advanced=[
