@@ -123,7 +123,7 @@ def test_the_cookie_step_refuses_a_missing_or_unsafe_cookie(tmp_path, cookie):
 def test_the_cookie_step_is_idempotent_across_restarts(tmp_path):
     env = {br.VERNEMQ_COOKIE_ENV: SECRET}
     first, _ = img.run_container(tmp_path, env, br.vernemq_command())
-    # restart=always reruns the command on the same /vernemq/etc (the image's VOLUME, Dockerfile:51).
+    # restart=always reruns the command on the same /vernemq/etc (the image's VOLUME, Dockerfile:43).
     etc = tmp_path / "vernemq/etc/vm.args"
     etc.write_text(first)
     proc = subprocess.run(  # noqa: S603

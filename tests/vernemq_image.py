@@ -1,7 +1,7 @@
 """What the vernemq/vernemq:2.1.1 image does at start-up, as a small model written from its source.
 
 Every fact below is cited as ``# <repo> <revision> <path>:<line>``. The image revision is
-vernemq/docker-vernemq 31299af, the commit that set VERNEMQ_VERSION="2.1.1" (Dockerfile:14); the
+vernemq/docker-vernemq 31299af, the commit that set VERNEMQ_VERSION="2.1.1" (Dockerfile:15); the
 later 2.1.1 revisions (0797c99, 82e93e6) change none of the lines modelled here. Code is not copied:
 the rules are restated.
 
@@ -49,12 +49,12 @@ IMAGE_ENV = {
     "DOCKER_VERNEMQ_LOG__CONSOLE": "console",
     "VERNEMQ_VERSION": "2.1.1",
 }
-IMAGE_UID = 10000  # Dockerfile:6-7 (addgroup --gid 10000, adduser --uid 10000), :53 USER vernemq
+IMAGE_UID = 10000  # Dockerfile:6-7 (addgroup --gid 10000, adduser --uid 10000), :25 chown -R 10000:10000 /vernemq, :47 USER vernemq
 IMAGE_GID = 10000
-IMAGE_CMD = ["start_vernemq"]  # Dockerfile:58; the script is /usr/sbin/start_vernemq (Dockerfile:16)
+IMAGE_CMD = ["start_vernemq"]  # Dockerfile:49; the script is /usr/sbin/start_vernemq (Dockerfile:16)
 START_SCRIPT = "/usr/sbin/start_vernemq"
 ETC_DIR = "/vernemq/etc"  # bin/vernemq.sh:8
-DATA_DIR = "/vernemq/data"  # Dockerfile:9 WORKDIR /vernemq + vernemq 2.1.1 vars.config:9 platform_data_dir "./data"; Dockerfile:51 VOLUME
+DATA_DIR = "/vernemq/data"  # Dockerfile:9 WORKDIR /vernemq + vernemq 2.1.1 vars.config:9 platform_data_dir "./data"; Dockerfile:43 VOLUME
 BIN_DIR = "/vernemq/bin"  # Dockerfile:14 PATH="/vernemq/bin:$PATH"; vernemq 2.1.1 rebar.config:101-102 (bin/vmq-admin, bin/vernemq)
 
 # What the package's own vernemq.conf binds before vernemq.sh appends its block: cuttlefish writes

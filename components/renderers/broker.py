@@ -46,7 +46,7 @@ def emqx_hocon(cfg: StackConfig, node: NodeSpec, seeds: list[str]) -> str:
 VERNEMQ_ETC = "/vernemq/etc"
 """docker-vernemq 31299af bin/vernemq.sh:8-9 (VERNEMQ_ETC_DIR, vm.args in it)."""
 VERNEMQ_START = "/usr/sbin/start_vernemq"
-"""The image's CMD: docker-vernemq 31299af Dockerfile:16 (COPY bin/vernemq.sh /usr/sbin/start_vernemq), :58 (CMD)."""
+"""The image's CMD: docker-vernemq 31299af Dockerfile:16 (COPY bin/vernemq.sh /usr/sbin/start_vernemq), :49 (CMD)."""
 VERNEMQ_COOKIE_ENV = "DOCKER_VERNEMQ_DISTRIBUTED_COOKIE"
 """Secret container variable carrying the cookie; vernemq.sh:237 also copies it into vernemq.conf
 as ``distributed_cookie`` (vernemq 2.1.1 files/vmq.schema:15)."""
