@@ -207,7 +207,15 @@ class LocalCluster(pulumi.ComponentResource):
         for node, container in zip(self.nodes, self.brokers, strict=True):
             if node.index == first.index:
                 continue
-            script = node_script(engine, node, first, container=container_name(cfg, node.host), local_wait=300, join_wait=300)
+            script = node_script(
+                engine,
+                node,
+                first,
+                container=container_name(cfg, node.host),
+                seed_container=container_name(cfg, first.host),  # the same Docker engine reaches the seed
+                local_wait=300,
+                join_wait=300,
+            )
             hostfiles.put(node.host, "mqtt-cluster-node.sh", script)
             self.joins.append(
                 command.local.Command(
