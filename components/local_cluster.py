@@ -223,7 +223,9 @@ class LocalCluster(pulumi.ComponentResource):
                     create="bash -s -- join",
                     delete="bash -s -- leave",
                     stdin=script,
-                    environment=env,
+                    # The leave acts only on the container this command joined, not on a replacement
+                    # that took its name (the old command's delete runs after the new one's create).
+                    environment={**(env or {}), "BROKER_ID": container.id},
                     triggers=[container.id],  # a recreated container joins again
                     logging=command.local.Logging.STDOUT_AND_STDERR,
                     opts=pulumi.ResourceOptions(parent=self, depends_on=[self.brokers[first.index], container]),

@@ -232,3 +232,15 @@ def test_a_stopped_node_without_a_reachable_seed_names_the_engines_removal_comma
     assert proc.returncode == 0, proc.stderr
     assert f"remove it from a live member: {removal.format(me=me)}" in proc.stderr
     assert not _calls(st, "exec seed")
+
+
+def test_a_leave_never_touches_a_replacement_container_that_took_the_name(tmp_path):
+    # local stack: a recreated container joins as a new command; the old command's delete runs afterwards.
+    script, me, seed_node = _script("emqx", tmp_path, seed_container="seed")
+    state = {"self": me, "seed": seed_node, "members": [me, seed_node], "container_ids": {"broker": "new"}}
+    proc, st, _ = _run(script, "leave", state, tmp_path, BROKER_ID="old")
+    assert proc.returncode == 0, proc.stderr
+    assert "was replaced since it joined" in proc.stderr
+    assert sorted(st["members"]) == sorted([me, seed_node]) and "stop broker" not in st["calls"]
+    proc, st, _ = _run(script, "leave", {**state, "container_ids": {"broker": "old"}}, tmp_path, BROKER_ID="old")
+    assert proc.returncode == 0 and st["members"] == [seed_node], proc.stderr
