@@ -244,3 +244,14 @@ def test_a_leave_never_touches_a_replacement_container_that_took_the_name(tmp_pa
     assert sorted(st["members"]) == sorted([me, seed_node]) and "stop broker" not in st["calls"]
     proc, st, _ = _run(script, "leave", {**state, "container_ids": {"broker": "old"}}, tmp_path, BROKER_ID="old")
     assert proc.returncode == 0 and st["members"] == [seed_node], proc.stderr
+
+
+def test_vernemq_leave_refused_for_an_inconsistent_cluster_fails_at_once_and_keeps_the_node(tmp_path):
+    # vernemq/vernemq 2.1.1 apps/vmq_server/src/vmq_server_cli.erl:431: nothing happened, waiting cannot help
+    script, me, seed_node = _script("vernemq", tmp_path, seed_container="seed")
+    state = {"self": me, "seed": seed_node, "members": [me, seed_node], "leave_refused": True}
+    proc, st, elapsed = _run(script, "leave", state, tmp_path, LEAVE_WAIT="5")
+    assert proc.returncode != 0
+    assert "leave refused: Can't migrate queues because cluster is inconsistent, retry!" in proc.stderr
+    assert sorted(st["members"]) == sorted([me, seed_node]) and "stop broker" not in st["calls"]
+    assert elapsed < 3
