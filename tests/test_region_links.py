@@ -301,12 +301,12 @@ def test_two_stacks_in_one_region_are_a_region_linked_to_itself(tmp_path):
         _global(["a", "a"])
 
 
-def test_engine_version_and_cookie_mismatches_in_cluster_mode(tmp_path):
+def test_vernemq_version_and_cookie_mismatches_in_cluster_mode(tmp_path):
     _write(tmp_path, "a", "eu-west-1", "10.1.0.0/16")
     _write(tmp_path, "v", "us-west-2", "10.2.0.0/16", engine="vernemq", accept_eula=True, cluster_with="a")
     _write(tmp_path, "old", "us-west-2", "10.3.0.0/16", version="5.7.2", cluster_with="a")
     _write(tmp_path, "own", "us-west-2", "10.4.0.0/16")
-    with pytest.raises(ConfigError, match=r"brokers.engine: v runs vernemq, a runs emqx: one cluster needs one engine"):
+    with pytest.raises(ConfigError, match=r"links.mode: v runs vernemq: its nodes already form a regional cluster"):
         check(_global(["a", "v"], mode="cluster"), "x", tmp_path)
     with pytest.raises(ConfigError, match=r"brokers.version: old runs 5.7.2, a runs 5.8.6"):
         check(_global(["a", "old"], mode="cluster"), "x", tmp_path)
@@ -314,6 +314,14 @@ def test_engine_version_and_cookie_mismatches_in_cluster_mode(tmp_path):
         check(_global(["a", "own"], mode="cluster"), "x", tmp_path)
     # In bridge mode separate cookies are the point.
     assert set(check(_global(["a", "own"], mode="bridge"), "x", tmp_path)) == {"a", "own"}
+
+
+def test_vernemq_regions_cannot_form_one_cross_region_cluster(tmp_path):
+    # Two VerneMQ regions: each is a cluster already; a node with history cannot join another.
+    _write(tmp_path, "v1", "eu-west-1", "10.1.0.0/16", engine="vernemq", accept_eula=True)
+    _write(tmp_path, "v2", "us-west-2", "10.2.0.0/16", engine="vernemq", accept_eula=True, cluster_with="v1")
+    with pytest.raises(ConfigError, match=r"mqtt-cluster:links.mode: v1 runs vernemq: .*non_empty_node"):
+        check(_global(["v1", "v2"], mode="cluster"), "x", tmp_path)
 
 
 def test_a_stack_that_does_not_exist_is_refused_before_any_resource(program, monkeypatch):
@@ -333,7 +341,8 @@ def test_the_plan_tool_prints_one_line_for_a_cross_stack_problem(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tools.plan", "g", "--config-file", str(bad)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip() == (
-        f"{bad}: mqtt-cluster:brokers.engine: vernemq runs vernemq, prod-us-east-1 runs emqx: one cluster needs one engine"
+        f"{bad}: mqtt-cluster:links.mode: vernemq runs vernemq: its nodes already form a regional cluster, and VerneMQ refuses "
+        "to join a node with history (non_empty_node) to another one; cross-region links need emqx"
     )
 
 
