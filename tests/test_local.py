@@ -112,13 +112,23 @@ def test_joins_run_the_shared_script_through_docker_exec_and_wait_only_for_the_s
     aws_scripts = {r.name: r.inputs["stdin"] for r in plan_of("dev").of_type("command:remote:Command")}
     for node in nodes[1:]:
         j = joins[f"local-join-{node.host}"]
-        expected = node_script("emqx", node, first, container=container_name(cfg, node.host), local_wait=300, join_wait=300)
+        expected = node_script(
+            "emqx",
+            node,
+            first,
+            container=container_name(cfg, node.host),
+            seed_container=container_name(cfg, first.host),
+            local_wait=300,
+            join_wait=300,
+        )
         assert j.inputs["stdin"] == expected
         assert j.inputs["create"] == "bash -s -- join" and j.inputs["delete"] == "bash -s -- leave"
         assert f"BROKER_EXEC=${{BROKER_EXEC:-'docker exec mqtt-cluster-local-{node.host}'}}" in expected
-        # The same template as the EC2 hosts': only the exec prefix and the waits differ.
+        # A stopped node is removed by the seed: the same Docker engine reaches it.
+        assert f"SEED_EXEC=${{SEED_EXEC:-'docker exec mqtt-cluster-local-{first.host}'}}" in expected
+        # The same template as the EC2 hosts': only the exec prefixes and the waits differ.
         aws = aws_scripts[f"join-{node.host}"]
-        normalise = lambda s: re.sub(r"(BROKER_EXEC|LOCAL_WAIT|JOIN_WAIT)=.*", r"\1", s).replace(".local.", ".X.").replace(".dev.", ".X.")  # noqa: E731
+        normalise = lambda s: re.sub(r"(BROKER_\w+|SEED_EXEC|\w+_WAIT)=.*", r"\1", s).replace(".local.", ".X.").replace(".dev.", ".X.")  # noqa: E731
         assert normalise(expected) == normalise(aws)
         own, seed_c = containers[f"local-{node.host}"], containers[f"local-{first.host}"]
         assert set(j.dependencies) == {own.urn, seed_c.urn}
