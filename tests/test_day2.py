@@ -1,0 +1,169 @@
+"""Day-2 changes: the rollout/leave step script run for real against fake hosts (fake `docker` as
+the brokers, fake `aws` as Systems Manager and the NLB), and the update view of the offline plan."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from components.config import parse
+from components.renderers.nodes import node_specs, seed
+from components.renderers.scripts import node_script
+from components.rollout import step_script
+
+FAKES = Path(__file__).parent / "fakes"
+TG = "arn:aws:elasticloadbalancing:eu-central-1:123456789012:targetgroup/mqtt/0123"
+
+
+def _cluster(engine: str):
+    brokers = {"engine": engine, "count": 3}
+    if engine == "vernemq":
+        brokers["accept_eula"] = True
+    cfg = parse({"brokers": brokers}, stack="dev", source="x", region="eu-central-1")
+    nodes = node_specs(cfg)
+    return nodes, seed(nodes)
+
+
+def _state(tmp_path: Path, nodes, **extra) -> Path:
+    names = [n.node_name for n in nodes]
+    st = {
+        "self": names[0],
+        "seed": names[0],
+        "members": names,
+        "containers": {f"c{i + 1}": n for i, n in enumerate(names)},
+        "instances": {f"i-{i + 1}": f"c{i + 1}" for i in range(len(names))},
+        **extra,
+    }
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(st))
+    return path
+
+
+def _step(engine: str, index: int, mode: str, state: Path, tmp_path: Path, **env) -> subprocess.Popen:
+    nodes, first = _cluster(engine)
+    node = nodes[index]
+    script = step_script(
+        stack="dev",
+        node=node,
+        node_script=node_script(engine, node, first, container="broker"),
+        region="eu-central-1",
+        transport="ssm",
+        drain_wait=5,
+    )
+    full = {
+        **os.environ,
+        "PATH": f"{FAKES / 'day2'}:{FAKES}:{os.environ['PATH']}",
+        "FAKE_STATE": str(state),
+        "INSTANCE_ID": f"i-{index + 1}",
+        "ADDRESS": f"10.0.0.{index + 1}",
+        "TARGET_GROUPS": f"{TG}|1883",
+        "ELB_NAME": "",
+        "CONFIG_HASH": "h2",
+        "PEERS": "i-1,10.0.0.1",
+        "LOCK_DIR": str(tmp_path / "lock"),
+        "POLL": "0.05",
+        "HEALTH_WAIT": "3",
+        "AGENT_WAIT": "1",
+        "LEAVE_REACH_WAIT": "1",
+        "STEP_WAIT": "20",
+        **env,
+    }
+    return subprocess.Popen(
+        ["bash", "-c", script, f"step-{node.host}", mode], env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _events(state: Path) -> list[str]:
+    """The calls that disrupt or restore a broker, in order: drain/restart/undrain/healthy."""
+    out = []
+    for c in json.loads(state.read_text())["calls"]:
+        if c.startswith("aws elbv2 deregister-targets"):
+            out.append("drain " + c.split("Id=")[1].split(",")[0])
+        elif c.startswith("restart "):
+            out.append("restart " + c.split()[-1])
+        elif c.startswith("aws elbv2 register-targets"):
+            out.append("undrain " + c.split("Id=")[1].split(",")[0])
+        elif c.startswith("aws elbv2 describe-target-health") and c.endswith("-> healthy"):
+            ev = "healthy " + c.split("Id=")[1].split(",")[0]
+            if not out or out[-1] != ev:
+                out.append(ev)
+    return out
+
+
+@pytest.mark.parametrize("engine", ["emqx", "vernemq"])
+def test_rollout_steps_started_together_run_one_node_at_a_time_drain_restart_healthy_next(engine, tmp_path):
+    nodes, _ = _cluster(engine)
+    state = _state(tmp_path, nodes)
+    procs = [_step(engine, i, "apply", state, tmp_path) for i in range(3)]  # as Pulumi runs them: in parallel
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    events = _events(state)
+    assert len(events) == 12, events
+    order = [events[i].split()[1] for i in range(0, 12, 4)]
+    assert sorted(order) == ["i-1", "i-2", "i-3"]
+    for k, iid in enumerate(order):
+        c = "c" + iid.split("-")[1]
+        # drain -> restart -> undrain -> healthy, and only then the next node
+        assert events[4 * k : 4 * k + 4] == [f"drain {iid}", f"restart {c}", f"undrain {iid}", f"healthy {iid}"], events
+
+
+def test_a_failed_gate_stops_the_rollout_and_leaves_the_remaining_nodes_untouched(tmp_path):
+    nodes, _ = _cluster("emqx")
+    state = _state(tmp_path, nodes, restart_breaks=[nodes[1].node_name])
+    first = _step("emqx", 0, "apply", state, tmp_path)
+    assert first.wait(60) == 0
+    second = _step("emqx", 1, "apply", state, tmp_path)
+    _, err = second.communicate(timeout=60)
+    assert second.returncode != 0
+    assert "rollout stopped at emqx@emqx-2.dev.mqtt.internal" in err
+    assert "health gate failed" in err
+    third = _step("emqx", 2, "apply", state, tmp_path)
+    _, err = third.communicate(timeout=60)
+    assert third.returncode != 0
+    assert "rollout stopped before emqx@emqx-3.dev.mqtt.internal: the cluster is not healthy" in err
+    assert "stopped nodes in the cluster: emqx@emqx-2.dev.mqtt.internal" in err
+    events = _events(state)
+    assert "restart c3" not in events and "drain i-3" not in events, events
+    assert "undrain i-2" not in events, "a broken node stays out of the load balancer"
+
+
+@pytest.mark.parametrize("engine", ["emqx", "vernemq"])
+def test_a_leave_of_an_unreachable_host_finishes_in_bounded_time_through_a_live_member(engine, tmp_path):
+    nodes, _ = _cluster(engine)
+    state = _state(tmp_path, nodes, unreachable=["i-3"], down=[nodes[2].node_name])
+    t0 = time.monotonic()
+    p = _step(engine, 2, "leave", state, tmp_path)
+    _, err = p.communicate(timeout=60)
+    elapsed = time.monotonic() - t0
+    assert p.returncode == 0, err
+    assert elapsed < 15, elapsed
+    assert "removing" in err and "through i-1" in err
+    st = json.loads(state.read_text())
+    assert nodes[2].node_name not in st["members"]
+    removal = [c for c in st["calls"] if c.startswith("exec c1 ")]
+    expected = "force-leave" if engine == "emqx" else "cluster leave node="
+    assert any(expected in c for c in removal), removal
+    assert any(c.startswith("aws elbv2 deregister-targets") and "Id=i-3" in c for c in st["calls"]), "drained first"
+
+
+def test_the_step_and_node_scripts_pass_shellcheck(tmp_path):
+    nodes, first = _cluster("vernemq")
+    for transport in ("ssm", "ssh"):
+        text = step_script(
+            stack="vernemq",
+            node=nodes[1],
+            node_script=node_script("vernemq", nodes[1], first, container="broker"),
+            region="eu-central-1",
+            transport=transport,
+            drain_wait=30,
+        )
+        path = tmp_path / f"step-{transport}.sh"
+        path.write_text(text)
+        proc = subprocess.run(["shellcheck", str(path)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout
