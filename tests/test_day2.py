@@ -167,3 +167,67 @@ def test_the_step_and_node_scripts_pass_shellcheck(tmp_path):
         path.write_text(text)
         proc = subprocess.run(["shellcheck", str(path)], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout
+
+
+# --- the update view: what `pulumi up` does to a running stack ---------------------------------
+HOST_TYPES = {"aws:ec2/instance:Instance", "aws:ebs/volume:Volume", "aws:ec2/volumeAttachment:VolumeAttachment"}
+
+
+def _stack_variant(tmp_path: Path, name: str, stack: str = "dev", **brokers) -> Path:
+    import yaml
+
+    from tools import mockengine
+
+    doc = mockengine.read_stack_file(mockengine.stack_file(stack))
+    doc["config"]["mqtt-cluster:brokers"] = {**doc["config"]["mqtt-cluster:brokers"], **brokers}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _view(stack: str, base: Path | None, head: Path):
+    from tools import mockengine, update_view
+
+    return update_view.actions(mockengine.plan_stack(stack, base), mockengine.plan_stack(stack, head))
+
+
+@pytest.mark.parametrize("stack,version", [("dev", "5.8.7"), ("vernemq", "2.1.2")])
+def test_a_version_bump_replaces_no_host_and_rolls_every_node(tmp_path, stack, version):
+    rows = _view(stack, None, _stack_variant(tmp_path, "bump", stack, version=version))
+    assert not [r for r in rows if r["type"] in HOST_TYPES], rows
+    assert all(r["action"] == "update" for r in rows), rows
+    assert sorted(r["name"] for r in rows if r["name"].startswith("ops-rollout-")) == [
+        f"ops-rollout-{stack.replace('dev', 'emqx')}-{i}" for i in (1, 2, 3)
+    ]
+
+
+def test_scaling_out_three_to_five_touches_no_existing_node(tmp_path):
+    rows = _view("dev", None, _stack_variant(tmp_path, "five", count=5))
+    assert {r["action"] for r in rows} == {"create"}, [r for r in rows if r["action"] != "create"]
+    assert sorted(r["name"] for r in rows if r["type"] == "aws:ec2/instance:Instance") == ["brokers-emqx-4", "brokers-emqx-5"]
+
+
+def test_scaling_in_five_to_three_deletes_only_the_removed_nodes_each_after_its_leave(tmp_path):
+    from tools import update_view
+
+    rows = _view("dev", _stack_variant(tmp_path, "five", count=5), None)
+    hosts = [r for r in rows if r["type"] in HOST_TYPES]
+    assert all(r["action"] == "delete" for r in hosts), hosts
+    assert sorted(r["name"] for r in hosts if r["type"] == "aws:ec2/instance:Instance") == ["brokers-emqx-4", "brokers-emqx-5"]
+    leaves = [r for r in rows if r["name"].startswith("ops-member-") and r["action"] == "delete"]
+    assert sorted(r["name"] for r in leaves) == ["ops-member-emqx-4", "ops-member-emqx-5"]
+    # each leave depends on its host and attachment, so Pulumi deletes (runs) it before them
+    assert update_view.delete_order_ok(rows) == []
+    for leave in leaves:
+        host = leave["name"].removeprefix("ops-member-")
+        assert any(d.endswith(f"::brokers-{host}-data-attach") for d in leave["dependencies"])
+
+
+def test_ssh_transport_without_a_bastion_is_refused_naming_the_key():
+    from components.config import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        parse(
+            {"access": {"transport": "ssh", "bastion": False}}, stack="staging", source="stacks/Pulumi.staging.yaml", region="eu-central-1"
+        )
+    assert "mqtt-cluster:access.transport" in str(exc.value) and "bastion" in str(exc.value)
