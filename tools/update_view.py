@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,27 @@ REPLACE_ON: dict[str, set[str]] = {
 INSTANCE = "aws:ec2/instance:Instance"
 
 
+def _stable_inputs(plan: mockengine.Plan) -> dict[str, dict[str, Any]]:
+    """Inputs by URN, with the mock's private addresses of broker hosts named after their node: the
+    mock hands out addresses in registration order, a running host keeps its address."""
+    names = {
+        ip: f"<address of {node}>"
+        for ip, node in zip(plan.outputs.get("node_addresses", []), plan.outputs.get("node_names", []), strict=True)
+    }
+    out = {}
+    for r in plan.resources:
+        text = json.dumps(r.inputs)
+        for ip, name in names.items():
+            text = re.sub(rf"(?<![\d.]){re.escape(ip)}(?![\d.])", name, text)
+        out[r.urn] = json.loads(text)
+    return out
+
+
 def actions(base: mockengine.Plan, head: mockengine.Plan) -> list[dict[str, Any]]:
     """One row per resource that `pulumi up` would touch: create, update, replace or delete."""
     old = {r.urn: r for r in base.resources if r.custom}
     new = {r.urn: r for r in head.resources if r.custom}
+    old_in, new_in = _stable_inputs(base), _stable_inputs(head)
     rows: list[dict[str, Any]] = []
     for urn in sorted(set(old) | set(new)):
         o, n = old.get(urn), new.get(urn)
@@ -54,7 +72,7 @@ def actions(base: mockengine.Plan, head: mockengine.Plan) -> list[dict[str, Any]
         if n is None:
             rows.append({"action": "delete", "type": o.type, "name": o.name, "inputs": [], "dependencies": o.dependencies})
             continue
-        changed = diff_inputs(o.inputs, n.inputs)
+        changed = diff_inputs(old_in[urn], new_in[urn])
         if not changed:
             continue
         tops = {path.split(".")[0].split("[")[0] for path, _, _ in changed}
