@@ -49,7 +49,15 @@ MQTTS_PORT = 8883
 WS_PORT = 8083
 WSS_PORT = 8084
 DASHBOARD_PORT = 18083
+# EMQX's Erlang distribution listens on inet_dist_base_port (default 4370) plus the number ending
+# the node name's short part (none in "emqx@<host>", so offset 0):
+# emqx/ekka 0.19.8 src/ekka_dist.erl:30 (DEFAULT_PORT 4370), :130-141 (port/1), :144-150 (offset)
+# (ekka tag pinned by emqx/emqx v5.8.6 rebar.config:86). EMQX 5.8.6 has no config key for it.
 EMQX_DIST_PORT = 4370
+# gen_rpc: the official image exports EMQX_RPC__PORT_DISCOVERY=manual
+# (emqx/emqx v5.8.6 deploy/docker/docker-entrypoint.sh:52), so every node listens on and dials
+# rpc.server_port, whose default is 5369 (apps/emqx_conf/src/emqx_conf_schema.erl:120, :782-790);
+# the renderer sets both explicitly to this port.
 EMQX_RPC_PORT = 5370
 EPMD_PORT = 4369
 VERNEMQ_CLUSTER_PORT = 44053
@@ -60,6 +68,12 @@ HAPROXY_STATS_PORT = 8404
 
 # The last EMQX line published under Apache-2.0; later versions need a license key.
 EMQX_LICENSE_FREE_BELOW = (5, 9)
+# 5.8.0 removed core/replicant from the open-source edition: "Node role 'replicant' is only
+# allowed in Enterprise edition since 5.8.0" (emqx/emqx v5.8.6 apps/emqx_conf/src/emqx_conf_schema.erl:1672,
+# changes/v5.8.0.en.md:161). The Enterprise edition injects the role
+# (apps/emqx_enterprise/src/emqx_enterprise_schema.erl:131); from 5.9 emqx/emqx is that edition.
+EMQX_OSS_REPLICANTS_BELOW = (5, 8)
+EMQX_ENTERPRISE_REPOSITORY = "emqx-enterprise"
 
 WORLD = ("0.0.0.0/0", "::/0")
 
@@ -131,7 +145,8 @@ class BrokersConfig(_Model):
     count: int = Field(3, ge=1, le=32)
     """Core nodes (EMQX core / VerneMQ nodes). Odd counts survive a partition better."""
     replicants: int = Field(0, ge=0, le=64)
-    """EMQX replicant nodes (stateless readers that join a core)."""
+    """EMQX replicant nodes (stateless readers that join a core). Enterprise edition only from
+    5.8 (an emqx/emqx-enterprise image, or emqx/emqx 5.9+), with a license key."""
     instance_type: str = "t3.medium"
     """EC2 type for core nodes."""
     replicant_instance_type: str | None = None
@@ -178,6 +193,12 @@ class BrokersConfig(_Model):
                 )
         elif self.accept_eula:
             raise _KeyedError("accept_eula", "only meaningful for engine vernemq")
+        if self.replicants and self.engine == "emqx" and self.edition == "open-source" and self.version_tuple >= EMQX_OSS_REPLICANTS_BELOW:
+            raise _KeyedError(
+                "replicants",
+                f"{self.effective_image} is the open-source edition, which runs every node as core since 5.8.0; "
+                "set replicants: 0 (add cores with brokers.count) or use an emqx/emqx-enterprise image with a license",
+            )
         if self.build_image and self.image:
             raise _KeyedError("image", "build_image builds its own image; set one or the other")
         if self.build_image and self.replicants and self.replicant_instance_type:
@@ -203,11 +224,23 @@ class BrokersConfig(_Model):
         return self.image or self.stock_image
 
     @property
+    def version_tuple(self) -> tuple[int, int]:
+        major, minor = (int(x) for x in re.findall(r"\d+", self.effective_version)[:2])
+        return major, minor
+
+    @property
+    def edition(self) -> Literal["open-source", "enterprise"]:
+        """EMQX edition of the image: its repository's name (emqx-enterprise), or 5.9+ (one edition)."""
+        repository = self.effective_image.rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0]
+        if repository == EMQX_ENTERPRISE_REPOSITORY or self.version_tuple >= EMQX_LICENSE_FREE_BELOW:
+            return "enterprise"
+        return "open-source"
+
+    @property
     def needs_license(self) -> bool:
         if self.engine != "emqx":
             return False
-        major, minor = (int(x) for x in re.findall(r"\d+", self.effective_version)[:2])
-        return (major, minor) >= EMQX_LICENSE_FREE_BELOW
+        return self.version_tuple >= EMQX_LICENSE_FREE_BELOW
 
 
 class AccessConfig(_Model):
@@ -489,6 +522,16 @@ class StackConfig(_Model):
                 raise _KeyedError(
                     "cookie", f"the cookie comes from {self.brokers.cluster_with} (brokers.cluster_with); do not set one here"
                 )
+        enterprise_replicants = self.is_emqx and self.brokers.replicants and self.brokers.edition == "enterprise"
+        if self.role in ("regional", "local") and enterprise_replicants and not self.license:
+            # Without a key the Enterprise image runs its built-in evaluation license (emqx/emqx
+            # e5.8.6-hotfix1 apps/emqx_license/include/emqx_license.hrl:13-14: "limited to ~p concurrent
+            # sessions", "not permitted for production use"; single node from 5.9, e5.9.0 same file:94).
+            raise _KeyedError(
+                "license",
+                "EMQX replicants run on the Enterprise edition, which needs a license key: "
+                "`pulumi config set --secret mqtt-cluster:license …`",
+            )
         if self.role in ("regional", "local") and self.brokers.needs_license and not self.license:
             raise _KeyedError(
                 "license",

@@ -22,8 +22,29 @@ def listener_proxy_protocol(cfg: StackConfig) -> tuple[bool, bool]:
     return pp, pp and cfg.load_balancer.kind != "nginx"
 
 
+def front_kind(cfg: StackConfig) -> str:
+    """What sits in front of the brokers: the local stack's proxy container, or load_balancer.kind."""
+    return cfg.local_settings.proxy if cfg.role == "local" else cfg.load_balancer.kind
+
+
+def ws_forwarded_headers(cfg: StackConfig) -> tuple[str, str]:
+    """Headers the WebSocket listener takes the client's address and port from ("" = none).
+
+    EMQX believes the first address of proxy_address_header and the first value of
+    proxy_port_header, defaults x-forwarded-for / x-forwarded-port (emqx/emqx v5.8.6
+    apps/emqx/src/emqx_ws_connection.erl:1056-1087; apps/emqx/src/emqx_schema.erl:960-975).
+    Only nginx sets them (from $remote_addr / $remote_port, replacing whatever the client sent);
+    NLB, ELB and haproxy pass WebSocket through as TCP, so there the header would be the device's
+    own claim. A blank name matches no header, and EMQX falls back to the socket's peer.
+    """
+    if front_kind(cfg) == "nginx":
+        return "x-forwarded-for", "x-forwarded-port"
+    return "", ""
+
+
 def emqx_hocon(cfg: StackConfig, node: NodeSpec, seeds: list[str]) -> str:
     pp, ws_pp = listener_proxy_protocol(cfg)
+    addr_header, port_header = ws_forwarded_headers(cfg)
     return render(
         "emqx.conf.j2",
         node=node,
@@ -35,6 +56,9 @@ def emqx_hocon(cfg: StackConfig, node: NodeSpec, seeds: list[str]) -> str:
         mqtt_port=c.MQTT_PORT,
         ws_port=c.WS_PORT,
         dashboard_port=c.DASHBOARD_PORT,
+        rpc_port=c.EMQX_RPC_PORT,
+        proxy_address_header=addr_header,
+        proxy_port_header=port_header,
         # Idle connections are closed by the broker after 1.5x keepalive (MQTT spec); this only
         # bounds how long an unauthenticated socket may sit before sending CONNECT.
         idle_timeout="15s",
