@@ -32,7 +32,10 @@ DOCKER_DNS = "127.0.0.11:53"
 HAPROXY_GID = "99"
 
 DATA_DIRS = {"emqx": "/opt/emqx/data", "vernemq": "/vernemq/data"}
-HEALTH = {"emqx": ["CMD", "/opt/emqx/bin/emqx", "ctl", "status"], "vernemq": ["CMD", "vernemq", "ping"]}
+# `emqx ctl status` exits 0 while the node is "is starting"; only "is started" is healthy
+# (emqx/emqx v5.8.6 apps/emqx_management/src/emqx_mgmt_cli.erl:66-68). Same check as docker/emqx/Dockerfile.
+EMQX_HEALTH_COMMAND = "timeout 8 /opt/emqx/bin/emqx ctl status | grep -q 'is started'"
+HEALTH = {"emqx": ["CMD-SHELL", EMQX_HEALTH_COMMAND], "vernemq": ["CMD", "vernemq", "ping"]}
 STATUS_PORT = {"emqx": c.DASHBOARD_PORT, "vernemq": c.VERNEMQ_HTTP_PORT}
 
 
@@ -158,7 +161,7 @@ class LocalCluster(pulumi.ComponentResource):
                 ports=ports,
                 ulimits=[docker.ContainerUlimitArgs(name="nofile", soft=1_048_576, hard=1_048_576)],
                 healthcheck=docker.ContainerHealthcheckArgs(
-                    tests=HEALTH[engine], interval="10s", timeout="5s", start_period="60s", retries=3
+                    tests=HEALTH[engine], interval="10s", timeout="10s", start_period="60s", retries=3
                 ),
                 labels=labels,
                 # Stop gracefully: the broker hands its sessions over before the container goes.
