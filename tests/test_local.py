@@ -70,7 +70,7 @@ def test_brokers_are_containers_with_restart_always_named_volumes_and_fixed_addr
         assert ip in subnet and ip not in dynamic, "fixed addresses stay out of Docker's dynamic range"
         addresses.add(ip)
         assert i["hostname"] in net["aliases"], "the node name resolves on the Docker network"
-        assert i["healthcheck"]["tests"][-2:] == ["ctl", "status"]
+        assert i["healthcheck"]["tests"][0] == "CMD-SHELL" and "is started" in i["healthcheck"]["tests"][1]
         assert {"name": "nofile", "soft": 1048576, "hard": 1048576} in i["ulimits"]
     assert len(addresses) == 3 and len(volumes) == 3
 
