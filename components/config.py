@@ -552,9 +552,7 @@ def _check_auth(cfg: StackConfig) -> None:
             if rule.permission == "deny":
                 raise _KeyedError("auth.acl.permission", "vernemq's ACL file has allow rules only (anything unlisted is denied)")
             if rule.who.startswith("clientid:"):
-                raise _KeyedError(
-                    "auth.acl.who", "vernemq's ACL file names users, not client ids (use ${clientid} in a topic instead)"
-                )
+                raise _KeyedError("auth.acl.who", "vernemq's ACL file names users, not client ids (use ${clientid} in a topic instead)")
         if auth.no_match != "deny":
             raise _KeyedError("auth.no_match", "vernemq denies whatever its ACL file does not allow")
 

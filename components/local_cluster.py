@@ -16,8 +16,8 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
+from components import auth, hostfiles
 from components import config as c
-from components import hostfiles
 from components.config import StackConfig
 from components.renderers import broker as br
 from components.renderers.nodes import NodeSpec, node_specs, seed
@@ -84,6 +84,8 @@ class LocalClusterArgs:
     """Where the CA certificate is written for clients (e.g. ./.local/<stack>)."""
     docker_host: str | None = None
     """docker:host of the provider; the join commands talk to the same daemon."""
+    users_file: pulumi.Output[str] | None = None
+    """Device credentials (salted hashes, secret) from components.auth.DeviceAuth."""
 
 
 class LocalCluster(pulumi.ComponentResource):
@@ -138,6 +140,8 @@ class LocalCluster(pulumi.ComponentResource):
                 hostfiles.put(node.host, "emqx.conf", conf)
                 uploads.append(docker.ContainerUploadArgs(file="/opt/emqx/etc/emqx.conf", content=conf, permissions="0644"))
             hostfiles.put(node.host, "broker.env", br.env_file(env))
+            if args.users_file is not None:
+                uploads += auth.local_uploads(cfg, args.users_file)
             ports = []
             if node.index == first.index:
                 ports.append(docker.ContainerPortArgs(internal=STATUS_PORT[engine], external=local.dashboard_port, ip=local.bind))

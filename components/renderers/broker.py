@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from components import config as c
 from components.config import StackConfig
-from components.renderers import render
+from components.renderers import auth, render
 from components.renderers.nodes import NodeSpec
 
 
@@ -24,6 +24,10 @@ def listener_proxy_protocol(cfg: StackConfig) -> tuple[bool, bool]:
 
 def emqx_hocon(cfg: StackConfig, node: NodeSpec, seeds: list[str]) -> str:
     pp, ws_pp = listener_proxy_protocol(cfg)
+    return _emqx_base_hocon(cfg, node, seeds, pp, ws_pp) + auth.emqx_auth_hocon(cfg)
+
+
+def _emqx_base_hocon(cfg: StackConfig, node: NodeSpec, seeds: list[str], pp: bool, ws_pp: bool) -> str:
     return render(
         "emqx.conf.j2",
         node=node,
@@ -61,6 +65,7 @@ def vernemq_env(cfg: StackConfig, node: NodeSpec, seed: NodeSpec) -> dict[str, s
         env["DOCKER_VERNEMQ_LISTENER__TCP__DEFAULT__PROXY_PROTOCOL"] = "on"
     if ws_pp and cfg.brokers.websocket:
         env["DOCKER_VERNEMQ_LISTENER__WS__DEFAULT__PROXY_PROTOCOL"] = "on"
+    env.update(auth.vernemq_auth_env(cfg))
     if node.index != seed.index:
         # The image joins this node at every start, so a restarted node rejoins by itself.
         env["DOCKER_VERNEMQ_DISCOVERY_NODE"] = seed.fqdn
