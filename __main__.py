@@ -52,7 +52,10 @@ if cfg.role == "regional":
             tags=tags,
         ),
     )
-    device_auth = DeviceAuth("auth", DeviceAuthArgs(cfg=cfg, users=users_from_config(), param_prefix=param_prefix, tags=tags))
+    device_auth = DeviceAuth(
+        "auth",
+        DeviceAuthArgs(cfg=cfg, users=users_from_config(), param_prefix=param_prefix, tags=tags, jwt_secret=settings.secret("jwt_secret")),
+    )
     deploy_key = DeployKey("deploy", tags)
     built = BrokerImage("image", BrokerImageArgs(cfg=cfg, push_to_ecr=True, tags=tags)) if cfg.brokers.build_image else None
     brokers = BrokerCluster(
@@ -65,7 +68,7 @@ if cfg.role == "regional":
             security_group_id=sgs.ids["broker"],
             key_name=deploy_key.key_name,
             param_prefix=param_prefix,
-            secret_leaves=list(secrets.parameter_names),
+            secret_leaves=[*secrets.parameter_names, *device_auth.secret_values],
             account_id=account_id,
             tags=tags,
             image=built.ref if built else None,
@@ -191,7 +194,10 @@ if cfg.role == "local":
     secrets = LocalSecrets("secrets", cookie=settings.secret("cookie"), dashboard_password=settings.secret("dashboard_password"))
     image = BrokerImage("image", BrokerImageArgs(cfg=cfg, push_to_ecr=False, tags=tags)).ref if cfg.brokers.build_image else None
     # A generated demo device, so the quick start connects the way every device must.
-    device_auth = DeviceAuth("auth", DeviceAuthArgs(cfg=cfg, users=users_from_config(), generated_users=[DEMO_USER]))
+    device_auth = DeviceAuth(
+        "auth",
+        DeviceAuthArgs(cfg=cfg, users=users_from_config(), generated_users=[DEMO_USER], jwt_secret=settings.secret("jwt_secret")),
+    )
     tls = TlsMaterial(
         "tls",
         TlsMaterialArgs(common_name="localhost", dns_names=["localhost", f"proxy.{cfg.zone_name}"], ip_addresses=["127.0.0.1", local.bind]),
@@ -210,6 +216,7 @@ if cfg.role == "local":
             state_dir=Path.cwd() / ".local" / cfg.stack,
             docker_host=pulumi.Config("docker").get("host"),
             users_file=device_auth.users_file,
+            auth_secrets=device_auth.secret_values,
         ),
     )
     host = "localhost" if local.bind in ("127.0.0.1", "0.0.0.0") else local.bind  # noqa: S104 - a comparison

@@ -48,6 +48,8 @@ class DeviceAuthArgs:
     param_prefix: str | None = None
     """SSM path of the stack's secrets (AWS); None on local Docker."""
     tags: dict[str, str] | None = None
+    jwt_secret: pulumi.Output[str] | None = None
+    """HMAC key of mechanism jwt (secret config `mqtt-cluster:jwt_secret`)."""
 
 
 class DeviceAuth(pulumi.ComponentResource):
@@ -89,6 +91,20 @@ class DeviceAuth(pulumi.ComponentResource):
                 tags=args.tags or {},
                 opts=child,
             )
+        # Secrets the broker containers get in their environment, by SSM leaf (AWS) or value (local).
+        self.secret_values: dict[str, pulumi.Output[str]] = {}
+        if args.jwt_secret is not None:
+            self.secret_values[ra.JWT_SECRET_LEAF] = pulumi.Output.secret(args.jwt_secret)
+            if args.param_prefix is not None:
+                aws.ssm.Parameter(
+                    f"{name}-{ra.JWT_SECRET_LEAF}",
+                    name=f"{args.param_prefix}/{ra.JWT_SECRET_LEAF}",
+                    type="SecureString",
+                    value=self.secret_values[ra.JWT_SECRET_LEAF],
+                    description="mqtt-cluster JWT HMAC key",
+                    tags=args.tags or {},
+                    opts=child,
+                )
         self.register_outputs({"fingerprint": self.fingerprint})
 
 

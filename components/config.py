@@ -535,11 +535,18 @@ def _check_auth(cfg: StackConfig) -> None:
     if auth.mechanism == "jwt":
         if not cfg.is_emqx:
             raise _KeyedError("auth.mechanism", "jwt is implemented for emqx only (vernemq has no JWT plugin in its image)")
-        if not cfg.jwt_secret and (auth.jwt is None or auth.jwt.jwks_endpoint is None):
+        jwks = auth.jwt is not None and auth.jwt.jwks_endpoint is not None
+        if cfg.jwt_secret and jwks:
+            raise _KeyedError(
+                "jwt_secret", "auth.jwt.jwks_endpoint is set too; an authenticator checks one kind of key: set one or the other"
+            )
+        if not cfg.jwt_secret and not jwks:
             raise _KeyedError(
                 "auth.jwt",
                 "jwt needs a key: `pulumi config set --secret mqtt-cluster:jwt_secret …` (HMAC) or auth.jwt.jwks_endpoint",
             )
+    if cfg.jwt_secret and auth.mechanism != "jwt":
+        raise _KeyedError("jwt_secret", f"only used with auth.mechanism jwt (got {auth.mechanism})")
     if auth.uses_mtls:
         raise _KeyedError(
             "auth.mechanism",

@@ -86,6 +86,8 @@ class LocalClusterArgs:
     """docker:host of the provider; the join commands talk to the same daemon."""
     users_file: pulumi.Output[str] | None = None
     """Device credentials (salted hashes, secret) from components.auth.DeviceAuth."""
+    auth_secrets: dict[str, pulumi.Output[str]] | None = None
+    """More secret environment by leaf (e.g. the JWT key), from components.auth.DeviceAuth."""
 
 
 class LocalCluster(pulumi.ComponentResource):
@@ -116,6 +118,7 @@ class LocalCluster(pulumi.ComponentResource):
         secret_values = {"cookie": args.cookie, "dashboard-password": args.dashboard_password}
         if args.license is not None:
             secret_values["license"] = args.license
+        secret_values.update(args.auth_secrets or {})
         core_names = [n.node_name for n in self.nodes if n.role == "core"]
 
         image = args.image

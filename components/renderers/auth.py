@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import json
 
-from components.config import AclRule, AuthConfig, StackConfig
+from components.config import AclRule, AuthConfig, JwtConfig, StackConfig
 from components.renderers import render
 
 # --- EMQX --------------------------------------------------------------------------------------
@@ -35,6 +35,10 @@ EMQX_BOOTSTRAP_FILE = f"{EMQX_AUTH_DIR}/users.json"
 """JSON by extension: emqx_authn_mnesia.erl:499-510 reads .json as a list of user objects."""
 EMQX_ACL_FILE = "/opt/emqx/etc/acl.conf"
 EMQX_CHAIN = "mqtt:global"
+EMQX_JWT_SECRET_ENV = "EMQX_AUTHENTICATION__1__SECRET"  # noqa: S105 - a variable name
+"""The first authenticator's secret by environment: emqx/emqx v5.8.6 changes/v5.0.12-en.md:41-43
+(EMQX_AUTHENTICATION__1__ENABLE=false addresses authenticator 1 of the array)."""
+JWT_SECRET_LEAF = "jwt-secret"  # noqa: S105 - an SSM leaf name
 EMQX_AUTHENTICATOR_ID = "password_based:built_in_database"
 
 # --- VerneMQ -----------------------------------------------------------------------------------
@@ -162,6 +166,7 @@ def emqx_auth_hocon(cfg: StackConfig) -> str:
         "emqx-auth.conf.j2",
         auth=cfg.auth,
         password=cfg.auth.uses_password and not cfg.auth.allow_anonymous,
+        jwt=(cfg.auth.jwt or JwtConfig()) if cfg.auth.mechanism == "jwt" else None,
         bootstrap_file=EMQX_BOOTSTRAP_FILE,
         acl_file=EMQX_ACL_FILE,
         mac_fun=EMQX_PBKDF2_MAC,

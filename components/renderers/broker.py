@@ -89,5 +89,7 @@ def secret_env_names(cfg: StackConfig) -> dict[str, str]:
         names = {"cookie": "EMQX_NODE__COOKIE", "dashboard-password": "EMQX_DASHBOARD__DEFAULT_PASSWORD"}
         if cfg.license:
             names["license"] = "EMQX_LICENSE__KEY"
+        if cfg.auth.mechanism == "jwt" and cfg.jwt_secret:
+            names[auth.JWT_SECRET_LEAF] = auth.EMQX_JWT_SECRET_ENV
         return names
     return {"cookie": "DOCKER_VERNEMQ_DISTRIBUTED_COOKIE"}
