@@ -63,8 +63,10 @@ preview up down: $(VENV)/.installed
 	  preview) pulumi preview --diff ;; \
 	  up) pulumi up --yes && pulumi stack output && \
 	      if [ "$(STACK)" = local ]; then \
-	        echo; echo "try: mosquitto_sub --cafile $$(pulumi stack output ca_file) -h localhost -p 8883 -t 'demo/#' -v"; \
-	        echo "     mosquitto_pub --cafile $$(pulumi stack output ca_file) -h localhost -p 8883 -t demo/hello -m hi"; \
+	        echo; echo "every device authenticates; the generated demo device is $$(pulumi stack output demo_username):"; \
+	        echo '  PW=$$(pulumi stack output demo_password --show-secrets)'; \
+	        echo "  mosquitto_sub --cafile $$(pulumi stack output ca_file) -h localhost -p 8883 -u demo -P \"\$$PW\" -t 'devices/demo/#' -v"; \
+	        echo "  mosquitto_pub --cafile $$(pulumi stack output ca_file) -h localhost -p 8883 -u demo -P \"\$$PW\" -t devices/demo/hello -m hi"; \
 	        echo "dashboard password: pulumi stack output dashboard_password --show-secrets"; \
 	      fi ;; \
 	  down) pulumi destroy --yes ;; \

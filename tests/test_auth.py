@@ -399,3 +399,21 @@ def test_users_script_fetches_atomically_and_loads_the_file(engine, tmp_path, mo
         assert "exec" not in calls, "vmq_passwd re-reads its file by itself"
     proc = subprocess.run(["shellcheck", "-"], input=script.read_text(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_readme_documents_every_auth_setting_and_the_device_howtos():
+    from components.config import AuthConfig
+
+    readme = (mockengine.ROOT / "README.md").read_text()
+    missing = [f for f in AuthConfig.model_fields if f"| `auth.{f}` |" not in readme]
+    assert not missing, f"README configuration reference lacks {missing}"
+    assert "| `users` (secret map) |" in readme and "| `jwt_secret` (secret) |" in readme
+    for howto in ("--path 'mqtt-cluster:users.", "pulumi config rm --path", "What the default ACL allows", "demo_password --show-secrets"):
+        assert howto in readme, howto
+
+
+def test_make_up_prints_how_to_connect_as_the_demo_device():
+    makefile = (mockengine.ROOT / "Makefile").read_text()
+    assert "pulumi stack output demo_password --show-secrets" in makefile
+    assert "-u demo" in makefile and "devices/demo/" in makefile
+    assert plan_of("local").outputs["demo_topic"] == "devices/demo/hello"
