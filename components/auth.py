@@ -159,7 +159,12 @@ CONTAINER_UIDS = {"emqx": "1000", "vernemq": "10000"}
 
 
 def local_uploads(cfg: StackConfig, users_file: pulumi.Output[str]) -> list[docker.ContainerUploadArgs]:
-    """Files a local broker container gets: the hash file (a secret upload) and the ACL."""
+    """Files a local broker container gets: the hash file (a secret upload) and the ACL.
+
+    Uploads create missing directories (the provider's own acceptance test uploads to /terraform/…
+    in an nginx image: kreuzwerker/terraform-provider-docker
+    testdata/resources/docker_container/testAccDockerContainerUploadBase64Config.tf).
+    """
     uid = CONTAINER_UIDS[cfg.brokers.engine]
     users_path = ra.EMQX_BOOTSTRAP_FILE if cfg.is_emqx else ra.VMQ_PASSWD_FILE
     _, acl_path, acl_text = ra.acl_file(cfg)
