@@ -408,12 +408,17 @@ def test_readme_documents_every_auth_setting_and_the_device_howtos():
     missing = [f for f in AuthConfig.model_fields if f"| `auth.{f}` |" not in readme]
     assert not missing, f"README configuration reference lacks {missing}"
     assert "| `users` (secret map) |" in readme and "| `jwt_secret` (secret) |" in readme
-    for howto in ("--path 'mqtt-cluster:users.", "pulumi config rm --path", "What the default ACL allows", "demo_password --show-secrets"):
+    for howto in (
+        "--path 'mqtt-cluster:users.",
+        "config rm --path 'mqtt-cluster:users.",
+        "What the default ACL allows",
+        "NAME=demo_password SHOW_SECRETS=1",
+    ):
         assert howto in readme, howto
 
 
 def test_make_up_prints_how_to_connect_as_the_demo_device():
     makefile = (mockengine.ROOT / "Makefile").read_text()
-    assert "pulumi stack output demo_password --show-secrets" in makefile
+    assert "make -s output NAME=demo_password SHOW_SECRETS=1" in makefile
     assert "-u demo" in makefile and "devices/demo/" in makefile
     assert plan_of("local").outputs["demo_topic"] == "devices/demo/hello"
