@@ -265,6 +265,26 @@ def test_vmq_acl_uses_patterns_for_everyone_and_user_sections():
     ]
 
 
+# The line shapes vmq_acl's parser accepts (vernemq/vernemq 2.1.1 apps/vmq_acl/src/vmq_acl.erl:196-224);
+# any other line stops the parse with a function_clause error.
+VMQ_ACL_LINE = re.compile(r"#.*|(topic|pattern)( read| write)? \S+|user \S+")
+
+
+@pytest.mark.parametrize("stack", ["vernemq"])
+def test_every_rendered_vmq_acl_line_is_one_vmq_acl_parses(stack):
+    files = [t for (h, n), t in plan_of(stack).files.items() if n == "vmq.acl"]
+    cfg = _cfg({"brokers": {"engine": "vernemq", "accept_eula": True}, "auth": {"acl": [
+        {"topics": ["devices/${username}/#", "inbox/${clientid}/+"]},
+        {"who": "username:ops", "action": "subscribe", "topics": ["devices/+/status"]},
+    ]}})  # fmt: skip
+    files.append(ra.vmq_acl(cfg.auth))
+    assert len(files) >= 2
+    for text in files:
+        assert text.endswith("\n")
+        for line in text.splitlines():
+            assert VMQ_ACL_LINE.fullmatch(line), line
+
+
 @pytest.mark.parametrize(
     ("raw", "key"),
     [

@@ -127,7 +127,9 @@ def _access(rule: AclRule, all_word: str) -> str:
 def vmq_acl(auth: AuthConfig) -> str:
     """vmq_acl's file (vernemq/vernemq 2.1.1 apps/vmq_acl/docs/vmq_acl.rst:29-62): `pattern` lines
     apply to every user (%u, %c), `topic` lines after `user <name>` to that user; no access word
-    means read and write. Only allow rules exist; whatever is not listed is denied."""
+    means read and write (the parser: apps/vmq_acl/src/vmq_acl.erl:196-224, which also applies
+    `topic` lines before any `user` line to everyone). Only allow rules exist; whatever is not
+    listed is denied."""
     lines = ["# Topic rules for vmq_acl — rendered by mqtt-cluster; do not edit on the host."]
     for rule in auth.acl:
         if rule.who == "all":
