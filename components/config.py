@@ -378,8 +378,6 @@ class MtlsConfig(_Model):
 
     ca_bundle: str | None = None
     """PEM text of the CA(s) that sign device certificates."""
-    username_from: Literal["cn", "dn", "none"] = "cn"
-    """Certificate field used as the username for ACLs (EMQX peer_cert_as_username)."""
 
     @field_validator("ca_bundle")
     @classmethod
@@ -547,11 +545,22 @@ def _check_auth(cfg: StackConfig) -> None:
             )
     if cfg.jwt_secret and auth.mechanism != "jwt":
         raise _KeyedError("jwt_secret", f"only used with auth.mechanism jwt (got {auth.mechanism})")
-    if auth.uses_mtls:
+    if auth.mechanism == "mtls":
         raise _KeyedError(
             "auth.mechanism",
-            f"{auth.mechanism}: device certificates are not rendered by this version yet; use password or jwt",
+            "mtls alone needs the certificate identity at the brokers, which this version does not pass on yet; "
+            "use password+mtls (the proxy verifies the certificate, the broker the password)",
         )
+    if auth.uses_mtls:
+        if cfg.role == "regional" and cfg.load_balancer.kind not in ("nginx", "haproxy"):
+            raise _KeyedError(
+                "auth.mechanism",
+                f"{auth.mechanism} needs load_balancer.kind nginx or haproxy: {cfg.load_balancer.kind} TLS listeners cannot verify client certificates",
+            )
+        if cfg.role == "regional" and cfg.load_balancer.plain_mqtt:
+            raise _KeyedError(
+                "load_balancer.plain_mqtt", "plain MQTT would bypass the device certificate check of auth.mechanism password+mtls"
+            )
     if not cfg.is_emqx:
         # vernemq/vernemq 2.1.1 apps/vmq_acl/docs/vmq_acl.rst:29-57: only allow lines (topic/pattern),
         # per `user`; no deny, no client-id subjects, no "allow when nothing matches".

@@ -30,6 +30,7 @@ LOCAL_MAXCONN = 10_000
 DOCKER_DNS = "127.0.0.11:53"
 """Docker's embedded resolver on user-defined networks."""
 HAPROXY_GID = "99"
+LOCAL_CLIENT_CA = "/etc/mqtt-cluster/devices-ca.pem"
 
 DATA_DIRS = {"emqx": "/opt/emqx/data", "vernemq": "/vernemq/data"}
 HEALTH = {"emqx": ["CMD", "/opt/emqx/bin/emqx", "ctl", "status"], "vernemq": ["CMD", "vernemq", "ping"]}
@@ -55,7 +56,8 @@ def local_proxy_settings(cfg: StackConfig, nodes: list[NodeSpec]) -> ProxySettin
     return ProxySettings(
         backends=[Backend(n.host, n.fqdn) for n in nodes],
         wss_port=c.WSS_PORT if cfg.brokers.websocket else None,
-        plain_port=c.MQTT_PORT,
+        # Plain MQTT would bypass the device certificate check.
+        plain_port=None if cfg.auth.uses_mtls else c.MQTT_PORT,
         proxy_protocol=False,
         keepalive=cfg.brokers.keepalive,
         maxconn=LOCAL_MAXCONN,
@@ -66,6 +68,7 @@ def local_proxy_settings(cfg: StackConfig, nodes: list[NodeSpec]) -> ProxySettin
         access_log="/dev/stdout",
         log_target="stdout format raw",
         resolver=DOCKER_DNS if kind == "haproxy" else None,
+        client_ca=LOCAL_CLIENT_CA if cfg.auth.uses_mtls else None,
     )
 
 
@@ -189,7 +192,11 @@ class LocalCluster(pulumi.ComponentResource):
         else:
             pem = pulumi.Output.secret(pulumi.Output.concat(args.cert_pem, args.private_key_pem))
             tls_files = [docker.ContainerUploadArgs(file=settings.pem, content=pem, permissions="0640", owner="0", group=HAPROXY_GID)]
-        published = [(c.MQTTS_PORT, local.mqtts_port), (c.MQTT_PORT, local.mqtt_port)]
+        if cfg.auth.uses_mtls and cfg.auth.mtls and cfg.auth.mtls.ca_bundle:
+            tls_files.append(docker.ContainerUploadArgs(file=LOCAL_CLIENT_CA, content=cfg.auth.mtls.ca_bundle, permissions="0644"))
+        published = [(c.MQTTS_PORT, local.mqtts_port)]
+        if settings.plain_port:
+            published.append((c.MQTT_PORT, local.mqtt_port))
         if cfg.brokers.websocket:
             published.append((c.WSS_PORT, local.wss_port))
         proxy_image = docker.RemoteImage(f"{name}-proxy-image", name=PROXY_IMAGES[kind], keep_locally=True, opts=child)

@@ -442,3 +442,31 @@ def test_make_up_prints_how_to_connect_as_the_demo_device():
     assert "make -s output NAME=demo_password SHOW_SECRETS=1" in makefile
     assert "-u demo" in makefile and "devices/demo/" in makefile
     assert plan_of("local").outputs["demo_topic"] == "devices/demo/hello"
+
+
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBdevicesCA\n-----END CERTIFICATE-----\n"
+
+
+@pytest.mark.parametrize(
+    ("kind", "line"), [("haproxy", "verify required ca-file /etc/mqtt-cluster/tls/devices-ca.pem"), ("nginx", "ssl_verify_client on;")]
+)
+def test_password_plus_mtls_makes_the_proxy_hosts_verify_device_certificates(program, kind, line):
+    mtls = {"mechanism": "password+mtls", "mtls": {"ca_bundle": CA_PEM}}
+    plan = program("vernemq" if kind == "haproxy" else "edge", auth=mtls)
+    conf = plan.files[(f"{kind}-1", "haproxy.cfg" if kind == "haproxy" else "nginx.conf")]
+    assert line in conf
+    assert "/etc/mqtt-cluster/tls/devices-ca.pem" in conf
+    assert "/etc/mqtt-cluster/tls/devices-ca.pem" in plan.files[(f"{kind}-1", "cloud-init.yaml")]
+    assert "MIIBdevicesCA" in plan.files[(f"{kind}-1", "cloud-init.yaml")]
+    default = plan_of("vernemq" if kind == "haproxy" else "edge").files[(f"{kind}-1", "haproxy.cfg" if kind == "haproxy" else "nginx.conf")]
+    assert "devices-ca" not in default, "off unless asked"
+
+
+def test_local_password_plus_mtls_verifies_at_the_proxy_and_drops_plain_mqtt(program):
+    plan = program("local", auth={"mechanism": "password+mtls", "mtls": {"ca_bundle": CA_PEM}})
+    proxy = next(c for c in plan.of_type("docker:index/container:Container") if c.name == "local-proxy")
+    assert [p["internal"] for p in proxy.inputs["ports"]] == [8883, 8084]
+    assert any(u["file"] == "/etc/mqtt-cluster/devices-ca.pem" and u["content"] == CA_PEM for u in proxy.inputs["uploads"])
+    assert "ssl_verify_client on;" in plan.files[("proxy", "nginx.conf")]
+    before = next(c for c in plan_of("local").of_type("docker:index/container:Container") if c.name == "local-proxy")
+    assert 1883 in [p["internal"] for p in before.inputs["ports"]]

@@ -212,3 +212,84 @@ def test_a_device_uses_its_own_subtree_and_cannot_touch_anothers(lab):
         for c in (alice_sub, alice_pub, bob_sub, bob_pub):
             c.loop_stop()
             c.disconnect()
+
+
+# --- device certificates: the rendered proxy verifies them (auth.mechanism password+mtls) --------
+def _device_ca(d, name: str) -> dict:
+    """A device CA and one client certificate it signed (ECDSA P-256)."""
+    d.mkdir(parents=True, exist_ok=True)
+    run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    ca_key, ca_crt, key, csr, crt = (d / f"{name}-{x}" for x in ("ca.key", "ca.crt", "dev.key", "dev.csr", "dev.crt"))
+    run("openssl", "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca_crt), "-days", "2", "-subj", f"/CN={name} device CA")
+    run("openssl", "req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=alice")
+    ext = d / f"{name}-ext.cnf"
+    ext.write_text("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n")
+    run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key), "-CAcreateserial",
+        "-out", str(crt), "-days", "2", "-extfile", str(ext))  # fmt: skip
+    return {"ca": ca_crt, "crt": crt, "key": key}
+
+
+@pytest.fixture(params=KINDS, scope="module")
+def mtls_lab(request, tmp_path_factory, certs):
+    kind = request.param
+    work = tmp_path_factory.mktemp(f"mtls-{kind}")
+    devices, foreign = _device_ca(work / "pki", "devices"), _device_ca(work / "pki", "foreign")
+    cfg = parse(
+        {"load_balancer": {"kind": kind}, "auth": {"mechanism": "password+mtls", "mtls": {"ca_bundle": devices["ca"].read_text()}}},
+        stack="lab",
+        source="lab",
+        region="eu-central-1",
+    )
+    ca_path = work / "devices-ca.pem"
+    ca_path.write_text(cfg.auth.mtls.ca_bundle)  # what the proxy hosts get as /etc/mqtt-cluster/tls/devices-ca.pem
+    port = free_port("127.0.0.5")
+    with Lab(work) as lab:
+        _start_brokers(lab, port)
+        s = lab.settings(
+            certs, [Backend(f"b{i}", h, port) for i, h in enumerate(HOSTS)], mqtts_port=free_port(), wss_port=None, client_ca=str(ca_path)
+        )
+        lab.start_proxy(kind, s)
+        lab.kind, lab.s, lab.certs, lab.devices, lab.foreign = kind, s, certs, devices, foreign
+        time.sleep(1.0)
+        yield lab
+
+
+def _connack_with_cert(lab, client_id: str, cert: dict | None, password: str | None) -> int | None:
+    ctx = tls_context(lab.certs["ca"])
+    if cert is not None:
+        ctx.load_cert_chain(str(cert["crt"]), str(cert["key"]))
+    body_flags = 0x02 | (0xC0 if password is not None else 0)
+    payload = _string(client_id.encode()) + (_string(b"alice") + _string(password.encode()) if password is not None else b"")
+    body = b"\x00\x04MQTT\x04" + bytes([body_flags]) + b"\x00\x3c" + payload
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", lab.s.mqtts_port), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname="localhost") as s,
+        ):
+            s.settimeout(5)
+            s.sendall(b"\x10" + bytes([len(body)]) + body)
+            data = s.recv(4)
+            return data[3] if len(data) == 4 and data[:2] == b"\x20\x02" else None
+    except OSError:  # ssl.SSLError included: the handshake was refused
+        return None
+
+
+def test_the_proxy_verifies_device_certificates(mtls_lab):
+    lab = mtls_lab
+    n = 10
+    none = [_connack_with_cert(lab, f"nocert-{i}", None, USERS["alice"]) for i in range(n)]
+    foreign = [_connack_with_cert(lab, f"foreign-{i}", lab.foreign, USERS["alice"]) for i in range(n)]
+    valid = [_connack_with_cert(lab, f"valid-{i}", lab.devices, USERS["alice"]) for i in range(n)]
+    valid_no_pw = [_connack_with_cert(lab, f"validnopw-{i}", lab.devices, None) for i in range(n)]
+    RESULTS.setdefault(f"{lab.kind}+mtls", {}).update(
+        no_certificate_refused=sum(c is None for c in none),
+        foreign_ca_refused=sum(c is None for c in foreign),
+        valid_certificate_and_password_accepted=sum(c == 0 for c in valid),
+        valid_certificate_without_password_refused=sum(c == 5 for c in valid_no_pw),
+    )
+    print(json.dumps(RESULTS, indent=1))
+    assert none == [None] * n, "no certificate: no MQTT session"
+    assert foreign == [None] * n, "a certificate from another CA: no MQTT session"
+    assert valid == [0] * n
+    assert valid_no_pw == [5] * n, "the broker still checks the password"
