@@ -24,10 +24,6 @@ def listener_proxy_protocol(cfg: StackConfig) -> tuple[bool, bool]:
 
 def emqx_hocon(cfg: StackConfig, node: NodeSpec, seeds: list[str]) -> str:
     pp, ws_pp = listener_proxy_protocol(cfg)
-    return _emqx_base_hocon(cfg, node, seeds, pp, ws_pp) + auth.emqx_auth_hocon(cfg)
-
-
-def _emqx_base_hocon(cfg: StackConfig, node: NodeSpec, seeds: list[str], pp: bool, ws_pp: bool) -> str:
     return render(
         "emqx.conf.j2",
         node=node,
@@ -42,7 +38,7 @@ def _emqx_base_hocon(cfg: StackConfig, node: NodeSpec, seeds: list[str], pp: boo
         # Idle connections are closed by the broker after 1.5x keepalive (MQTT spec); this only
         # bounds how long an unauthenticated socket may sit before sending CONNECT.
         idle_timeout="15s",
-    )
+    ) + auth.emqx_auth_hocon(cfg)  # devices: authentication chain and ACL source
 
 
 def vernemq_env(cfg: StackConfig, node: NodeSpec, seed: NodeSpec) -> dict[str, str]:
