@@ -144,7 +144,11 @@ class BrokersConfig(_Model):
     keepalive: int = Field(60, ge=10, le=3600)
     """MQTT keepalive (seconds) clients are expected to use; proxies' idle timeouts exceed it."""
     accept_eula: bool = False
-    """VerneMQ images refuse to start unless their EULA is accepted; must be true for vernemq."""
+    """VerneMQ images refuse to start unless their EULA is accepted; must be true for vernemq.
+
+    The vernemq/vernemq image is VerneMQ's binary package under its EULA: commercial use needs a
+    paid VerneMQ subscription (vernemq/docker-vernemq 31299af Dockerfile:20, README.md:23);
+    without one, build the image from source."""
     build_image: bool = False
     """Build docker/<engine>/Dockerfile on top of the stock image; on AWS it is pushed to ECR."""
     cluster_with: str | None = None
@@ -173,7 +177,8 @@ class BrokersConfig(_Model):
             if not self.accept_eula:
                 raise _KeyedError(
                     "accept_eula",
-                    "the vernemq image needs its EULA accepted: set accept_eula: true "
+                    "the vernemq image needs its EULA accepted (it is the binary package: "
+                    "commercial use needs a paid VerneMQ subscription): set accept_eula: true "
                     "after reading https://vernemq.com/end-user-license-agreement",
                 )
         elif self.accept_eula:

@@ -219,7 +219,7 @@ def test_salts_are_stable_per_stack_and_differ_across_stacks():
 # --- VerneMQ: env -> vernemq.conf through the image's rule --------------------------------------
 # vernemq/vernemq 2.1.1 keys: allow_anonymous (apps/vmq_server/priv/vmq_server.schema:8),
 # plugins.vmq_passwd / plugins.vmq_acl (:2185, :2191), vmq_passwd.password_file and
-# .password_reload_interval (apps/vmq_passwd/priv/vmq_passwd.schema:2,9), vmq_acl.acl_file and
+# .password_reload_interval (apps/vmq_passwd/priv/vmq_passwd.schema:2,10), vmq_acl.acl_file and
 # .acl_reload_interval (apps/vmq_acl/priv/vmq_acl.schema:2,9).
 VERNEMQ_SCHEMA_KEYS = {
     "allow_anonymous", "plugins.vmq_passwd", "plugins.vmq_acl", "vmq_passwd.password_file",
@@ -232,6 +232,10 @@ def test_vernemq_auth_env_becomes_real_vernemq_conf_keys():
     lines = ra.docker_vernemq_conf_lines(ra.vernemq_auth_env(cfg))
     conf = dict(line.split("=", 1) for line in lines)
     assert set(conf) == VERNEMQ_SCHEMA_KEYS
+    # And against the project's table of every vernemq.conf key of the 2.1.1 release.
+    facts = mockengine.ROOT / "tests" / "facts" / "vernemq-2.1.1-conf-keys.tsv"
+    known = {ln.split("\t", 1)[0] for ln in facts.read_text().splitlines() if ln and not ln.startswith("#")}
+    assert set(conf) <= known
     assert conf["allow_anonymous"] == "off" and conf["plugins.vmq_passwd"] == conf["plugins.vmq_acl"] == "on"
     assert conf["vmq_passwd.password_file"] == ra.VMQ_PASSWD_FILE == "/vernemq/etc/auth/vmq.passwd"
     assert conf["vmq_acl.acl_file"] == ra.VMQ_ACL_FILE

@@ -392,6 +392,13 @@ def run_program(
     mocks = ProgramMocks(stack, region, stack_outputs)
     monitor = RecordingMonitor(mocks)
     psettings.set_root_resource(None)
+    # A program that raised leaves its outstanding RPCs and output tasks behind; they belong to no
+    # later run (else the next plan re-raises the old error).
+    psettings._get_rpc_manager().clear()  # noqa: SLF001
+    with psettings.SETTINGS.lock:
+        for task in psettings.SETTINGS.outputs:
+            task.cancel()
+        psettings.SETTINGS.outputs.clear()
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor, organization="organization")
     psettings.set_root_resource(None)  # Stack() below makes the real root, as the language host does
     pulumi.runtime.set_all_config(config, secret_keys or [])

@@ -179,12 +179,12 @@ def emqx_auth_hocon(cfg: StackConfig) -> str:
 def vernemq_auth_env(cfg: StackConfig) -> dict[str, str]:
     """DOCKER_VERNEMQ_* variables the image turns into vernemq.conf lines.
 
-    vernemq/docker-vernemq 84855d5 (Dockerfile:15 VERNEMQ_VERSION="2.1.1") bin/vernemq.sh:237 drops
+    vernemq/docker-vernemq 31299af (Dockerfile:15 VERNEMQ_VERSION="2.1.1") bin/vernemq.sh:237 drops
     the 15-character prefix DOCKER_VERNEMQ_, lower-cases the name and turns "__" into ".":
     DOCKER_VERNEMQ_VMQ_PASSWD__PASSWORD_FILE -> vmq_passwd.password_file. Keys of vernemq/vernemq
     2.1.1: allow_anonymous (apps/vmq_server/priv/vmq_server.schema:8), plugins.vmq_passwd /
     plugins.vmq_acl (vmq_server.schema:2185,2191), vmq_passwd.password_file /
-    vmq_passwd.password_reload_interval (apps/vmq_passwd/priv/vmq_passwd.schema:2,9),
+    vmq_passwd.password_reload_interval (apps/vmq_passwd/priv/vmq_passwd.schema:2,10),
     vmq_acl.acl_file / vmq_acl.acl_reload_interval (apps/vmq_acl/priv/vmq_acl.schema:2,9).
     vernemq.sh:239-242 would point password_file at /vernemq/etc/vmq.passwd only for
     DOCKER_VERNEMQ_USER_* variables (plain passwords in the environment), which are never set.
