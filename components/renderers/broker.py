@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from components import config as c
 from components.config import StackConfig
-from components.renderers import render
+from components.renderers import auth, render
 from components.renderers.nodes import NodeSpec
 
 
@@ -62,7 +62,7 @@ def emqx_hocon(cfg: StackConfig, node: NodeSpec, seeds: list[str]) -> str:
         # Idle connections are closed by the broker after 1.5x keepalive (MQTT spec); this only
         # bounds how long an unauthenticated socket may sit before sending CONNECT.
         idle_timeout="15s",
-    )
+    ) + auth.emqx_auth_hocon(cfg)  # devices: authentication chain and ACL source
 
 
 # VerneMQ image facts (vernemq/docker-vernemq at 31299af, the commit that set VERNEMQ_VERSION="2.1.1";
@@ -152,6 +152,7 @@ def vernemq_env(cfg: StackConfig, node: NodeSpec, seed: NodeSpec) -> dict[str, s
         env["DOCKER_VERNEMQ_LISTENER__TCP__DEFAULT__PROXY_PROTOCOL"] = "on"
     if ws_pp and cfg.brokers.websocket:
         env["DOCKER_VERNEMQ_LISTENER__WS__DEFAULT__PROXY_PROTOCOL"] = "on"
+    env.update(auth.vernemq_auth_env(cfg))
     if node.index != seed.index:
         # The image joins this node at every start, so a restarted node rejoins by itself.
         env["DOCKER_VERNEMQ_DISCOVERY_NODE"] = seed.fqdn
@@ -180,5 +181,7 @@ def secret_env_names(cfg: StackConfig) -> dict[str, str]:
         names = {"cookie": "EMQX_NODE__COOKIE", "dashboard-password": "EMQX_DASHBOARD__DEFAULT_PASSWORD"}
         if cfg.license:
             names["license"] = "EMQX_LICENSE__KEY"
+        if cfg.auth.mechanism == "jwt" and cfg.jwt_secret:
+            names[auth.JWT_SECRET_LEAF] = auth.EMQX_JWT_SECRET_ENV
         return names
     return {"cookie": VERNEMQ_COOKIE_ENV}
