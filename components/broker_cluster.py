@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -12,6 +14,7 @@ import pulumi_tls as tls
 
 from components import hostfiles
 from components.config import StackConfig, instance_arch
+from components.renderers import auth as ra
 from components.renderers import broker as br
 from components.renderers import cloud_init
 from components.renderers.nodes import NodeSpec, node_specs, seed
@@ -46,6 +49,19 @@ def config_hash(start: str) -> str:
     in its own membership, so adding cores rewrites the parameter without restarting anyone."""
     lines = [line for line in start.splitlines() if "seeds = [" not in line]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+START_PARAMETER_LIMIT = 8192
+"""Bytes an SSM parameter value may hold in the advanced tier (standard: 4096). pulumi_aws
+ssm/parameter.py:54 (`tier`: Standard, Advanced, Intelligent-Tiering)."""
+
+
+def pack_start(start: str) -> str:
+    """The start script as the parameter holds it: gzip, then base64 (the bootstrap reverses it)."""
+    packed = base64.b64encode(gzip.compress(start.encode(), mtime=0)).decode()
+    if len(packed) > START_PARAMETER_LIMIT:
+        raise ValueError(f"the packed start script is {len(packed)} bytes, above the SSM limit of {START_PARAMETER_LIMIT}")
+    return packed
 
 
 def parameter_arns(region: str, account_id: str, names: list[str]) -> list[str]:
@@ -252,9 +268,12 @@ class BrokerCluster(pulumi.ComponentResource):
                 name=start_parameter(args.param_prefix, node.host),
                 type="String",
                 # Standard parameters hold 4 KB; Intelligent-Tiering moves a larger one to the
-                # advanced tier (8 KB) by itself (pulumi_aws ssm/parameter.py, `tier`).
+                # advanced tier (8 KB) by itself (pulumi_aws ssm/parameter.py:54, `tier`).
                 tier="Intelligent-Tiering",
-                value=start,
+                # No secret in it (the start script fetches those at run time), so the plan and the
+                # preview show it (pulumi_aws ssm/parameter.py:48 insecure_value; `value` is always
+                # marked secret, :55, :821).
+                insecure_value=start.apply(pack_start),
                 description=f"mqtt-cluster start script of {node.node_name} (no secrets)",
                 tags={**tags, "Node": node.node_name},
                 opts=child,
@@ -328,6 +347,11 @@ class BrokerCluster(pulumi.ComponentResource):
         else:
             mounts = ["/var/lib/mqtt-broker/data:/vernemq/data"]
             owner = VERNEMQ_UID
+        # Devices: the ACL (not secret) in user-data; the hash file is fetched from SSM at boot.
+        acl_host, _, acl_text = ra.acl_file(cfg)
+        files[acl_host] = acl_text
+        files[ra.USERS_SCRIPT] = ra.users_script(cfg, region=cfg.region or "", param_prefix=param_prefix, owner=owner, container=CONTAINER)
+        mounts += ra.host_mounts(cfg)
         start = cloud_init.broker_start_script(
             engine=cfg.brokers.engine,
             node_name=node.node_name,
@@ -338,6 +362,7 @@ class BrokerCluster(pulumi.ComponentResource):
             secrets=secrets,
             container=CONTAINER,
             mounts=mounts,
+            users_script=ra.USERS_SCRIPT,
             image=image,
             registry=registry,
             files={path: ("0600" if path.endswith(".env") else "0644", text) for path, text in files.items()},

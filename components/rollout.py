@@ -10,6 +10,7 @@ ssm``, the default: only AWS credentials, no inbound port) or SSH through the ba
   deletes run in reverse dependency order (pulumi/pulumi v3.259.0
   pkg/resource/deploy/step_generator.go:2745 ScheduleDeletes, :2766 a condemned resource waits for
   its condemned dependents, :2791 the antichains reversed).
+- ``users-<host>`` (every node): load changed device credentials into the running broker.
 - ``rollout-<host>`` (every node): nothing on create (the host booted on its configuration); on an
   update of its configuration hash: gate (no stopped node), drain from the load balancer, restart
   on the new configuration, gate (running member, no stopped node), undrain and wait healthy.
@@ -87,6 +88,8 @@ class ClusterOpsArgs:
     drain_wait: int = 30
     drain_resources: dict[str, list[pulumi.Resource]] = field(default_factory=dict)
     """Per node host: what registers it with the load balancer (the rollout waits for it)."""
+    users_fingerprint: pulumi.Input[str] | None = None
+    """Device credentials (a secret fingerprint): a change loads them into every running broker."""
     ssh_user: str = "ec2-user"
     private_key: pulumi.Input[str] | None = None
     bastion_host: pulumi.Input[str] | None = None
@@ -101,6 +104,7 @@ class ClusterOps(pulumi.ComponentResource):
         )
         self.members: list[command.local.Command] = []
         self.rollouts: list[command.local.Command] = []
+        self.users: list[command.local.Command] = []
         for t in args.targets:
             script = step_script(
                 stack=args.stack,
@@ -144,4 +148,16 @@ class ClusterOps(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[*waits, *args.drain_resources.get(t.node.host, [])]),
             )
             self.rollouts.append(rollout)
+            if args.users_fingerprint is not None:
+                self.users.append(
+                    command.local.Command(
+                        f"{name}-users-{t.node.host}",
+                        interpreter=interpreter,
+                        create="users",
+                        update="users",
+                        environment={**env, "USERS_FINGERPRINT": args.users_fingerprint},
+                        logging=command.local.Logging.STDOUT_AND_STDERR,
+                        opts=pulumi.ResourceOptions(parent=self, depends_on=waits),
+                    )
+                )
         self.register_outputs({"members": [m.id for m in self.members], "rollouts": [r.id for r in self.rollouts]})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -203,7 +204,12 @@ def test_a_version_bump_replaces_no_host_and_rolls_every_node(tmp_path, stack, v
 
 def test_scaling_out_three_to_five_touches_no_existing_node(tmp_path):
     rows = _view("dev", None, _stack_variant(tmp_path, "five", count=5))
-    assert {r["action"] for r in rows} == {"create"}, [r for r in rows if r["action"] != "create"]
+    others = [r for r in rows if r["action"] != "create"]
+    # Only the existing nodes' start parameters change (their static seed list, read at a node's
+    # first start): no host, no join, no rollout step, no restart.
+    assert sorted((r["action"], r["name"], tuple(r["inputs"])) for r in others) == [
+        ("update", f"brokers-emqx-{i}-start", ("insecureValue",)) for i in (1, 2, 3)
+    ], others
     assert sorted(r["name"] for r in rows if r["type"] == "aws:ec2/instance:Instance") == ["brokers-emqx-4", "brokers-emqx-5"]
 
 
@@ -231,3 +237,28 @@ def test_ssh_transport_without_a_bastion_is_refused_naming_the_key():
             {"access": {"transport": "ssh", "bastion": False}}, stack="staging", source="stacks/Pulumi.staging.yaml", region="eu-central-1"
         )
     assert "mqtt-cluster:access.transport" in str(exc.value) and "bastion" in str(exc.value)
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "vernemq", "edge", "prod-eu-central-1"])
+def test_user_data_is_identity_and_bootstrap_and_the_start_parameter_carries_the_rest(stack):
+    import base64
+    import gzip
+
+    from tests.conftest import plan_of
+
+    plan = plan_of(stack)
+    params = {r.inputs["name"]: r.inputs for r in plan.of_type("aws:ssm/parameter:Parameter") if "/nodes/" in r.inputs["name"]}
+    hosts = [r for r in plan.of_type("aws:ec2/instance:Instance") if "Node" in r.inputs["tags"]]
+    assert len(params) == len(hosts) > 0
+    for h in hosts:
+        host = h.inputs["tags"]["Name"].split(".")[0]
+        p = params[f"/mqtt-cluster/{stack}/nodes/{host}/start"]
+        assert p["type"] == "String" and p["tier"] == "Intelligent-Tiering"
+        assert len(p["insecureValue"]) <= 8192, "the advanced tier's limit"
+        start = gzip.decompress(base64.b64decode(p["insecureValue"])).decode()
+        assert start == plan.files[(host, "mqtt-broker-start")]
+        user_data = h.inputs["userData"]
+        image = re.search(r"^  '([^']+)'", start, flags=re.M).group(1)
+        for moving in (image, "emqx.conf", "broker.env", "seeds", "DISCOVERY_NODE", "docker run"):
+            assert moving not in user_data, moving
+        assert f"NAME='/mqtt-cluster/{stack}/nodes/{host}/start'" in user_data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from components.renderers import render
+from components.renderers.auth import USERS_SCRIPT
 from components.renderers.nodes import NodeSpec
 
 CLI_TIMEOUT = 120
@@ -42,4 +43,5 @@ def node_script(
         leave_wait=LEAVE_WAIT,
         cli_timeout=CLI_TIMEOUT,
         health_wait=HEALTH_WAIT,
+        users_cmd=f"bash {USERS_SCRIPT}",
     )
