@@ -262,3 +262,20 @@ def test_user_data_is_identity_and_bootstrap_and_the_start_parameter_carries_the
         for moving in (image, "emqx.conf", "broker.env", "seeds", "DISCOVERY_NODE", "docker run"):
             assert moving not in user_data, moving
         assert f"NAME='/mqtt-cluster/{stack}/nodes/{host}/start'" in user_data
+
+
+def test_local_version_bump_replaces_the_containers_and_keeps_their_data_volumes(tmp_path):
+    import yaml
+
+    from tools import mockengine
+
+    doc = mockengine.read_stack_file(mockengine.stack_file("local"))
+    doc["config"]["mqtt-cluster:brokers"] = {**doc["config"]["mqtt-cluster:brokers"], "version": "5.8.7"}
+    head = tmp_path / "local.yaml"
+    head.write_text(yaml.safe_dump(doc))
+    rows = _view("local", None, head)
+    acted = {r["name"]: r["action"] for r in rows}
+    assert acted["local-broker-image"] == "replace"
+    assert [acted.get(f"local-emqx-{i}") for i in (1, 2, 3)] == ["replace"] * 3, "a new image is a new container"
+    assert not [r for r in rows if r["type"] == "docker:index/volume:Volume"], "the data volumes stay"
+    assert "local-proxy" not in acted, "an ordering edge alone changes nothing"

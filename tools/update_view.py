@@ -37,6 +37,17 @@ REPLACE_ON: dict[str, set[str]] = {
     # create/update/delete/environment changes run the update command.
     "command:local:Command": {"triggers"},
     "command:remote:Command": {"triggers", "connection"},
+    # pulumi-docker: a new image name pulls a new image; a container's image forces a new container.
+    "docker:index/remoteImage:RemoteImage": {"name"},
+    "docker:index/container:Container": {"image", "name"},
+}
+
+# What a resource does when a resource it reads outputs from is replaced (new id, new outputs):
+# the offline plan's mock keeps ids stable, so this follows the dependency edges instead.
+FOLLOWS = {  # type -> (dependency types whose id it holds in a replace-forcing input)
+    "docker:index/container:Container": {"docker:index/remoteImage:RemoteImage", "docker:index/image:Image"},  # image
+    "aws:ec2/volumeAttachment:VolumeAttachment": {INSTANCE_TYPE := "aws:ec2/instance:Instance"},  # instanceId
+    "aws:lb/targetGroupAttachment:TargetGroupAttachment": {INSTANCE_TYPE},  # targetId
 }
 
 INSTANCE = "aws:ec2/instance:Instance"
@@ -45,10 +56,8 @@ INSTANCE = "aws:ec2/instance:Instance"
 def _stable_inputs(plan: mockengine.Plan) -> dict[str, dict[str, Any]]:
     """Inputs by URN, with the mock's private addresses of broker hosts named after their node: the
     mock hands out addresses in registration order, a running host keeps its address."""
-    names = {
-        ip: f"<address of {node}>"
-        for ip, node in zip(plan.outputs.get("node_addresses", []), plan.outputs.get("node_names", []), strict=True)
-    }
+    addresses, nodes = plan.outputs.get("node_addresses", []), plan.outputs.get("node_names", [])
+    names = {ip: f"<address of {node}>" for ip, node in zip(addresses, nodes, strict=True)} if len(addresses) == len(nodes) else {}
     out = {}
     for r in plan.resources:
         text = json.dumps(r.inputs)
@@ -88,7 +97,46 @@ def actions(base: mockengine.Plan, head: mockengine.Plan) -> list[dict[str, Any]
                 "forced_by": sorted(forcing),
             }
         )
-    return rows
+    return _follow_replacements(rows, new)
+
+
+def _follow_replacements(rows: list[dict[str, Any]], new: dict[str, mockengine.Resource]) -> list[dict[str, Any]]:
+    """Resources that read outputs of a replaced resource follow it (the mock keeps ids stable)."""
+    by_name = {r["name"]: r for r in rows}
+    replaced = {urn for urn, r in new.items() if by_name.get(r.name, {}).get("action") == "replace"}
+    changed = True
+    while changed:
+        changed = False
+        for urn, r in new.items():
+            if urn in replaced or by_name.get(r.name, {}).get("action") == "create":
+                continue
+            deps = [d for d in r.dependencies if d in replaced]
+            if not deps:
+                continue
+            cause = f"follows {new[deps[0]].name}"
+            if r.type in FOLLOWS:
+                if not any(new[d].type in FOLLOWS[r.type] for d in deps):
+                    continue  # an ordering edge only (depends_on): nothing to do
+                action = "replace"
+            else:
+                # a command whose triggers hold the replaced resource's id is replaced; others update
+                action = "replace" if r.type.startswith("command:") and r.inputs.get("triggers") else "update"
+            row = by_name.get(r.name)
+            if row is None:
+                row = {"action": action, "type": r.type, "name": r.name, "inputs": [], "forced_by": []}
+                rows.append(row)
+                by_name[r.name] = row
+            elif not (action == "replace" and row["action"] == "update"):
+                continue
+            row["action"] = action
+            if action == "replace":
+                row["forced_by"] = sorted({*row["forced_by"], cause})
+                replaced.add(urn)
+            else:
+                row["inputs"] = sorted({*row["inputs"], cause})
+            changed = True
+    order = {r.name: i for i, r in enumerate(new.values())}
+    return sorted(rows, key=lambda r: (r["action"] == "delete", order.get(r["name"], 0), r["name"]))
 
 
 def delete_order_ok(rows: list[dict[str, Any]]) -> list[str]:
