@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -131,6 +132,8 @@ class BrokerClusterArgs:
     """ECR repository of a built image; the hosts get pull access to it."""
     registry: pulumi.Input[str] | None = None
     """ECR registry host the hosts log in to before pulling."""
+    telemetry: Any = None
+    """components.observability.HostHooks: the monitoring agent's files and the role's policy."""
 
 
 class BrokerCluster(pulumi.ComponentResource):
@@ -171,6 +174,9 @@ class BrokerCluster(pulumi.ComponentResource):
             self,
             ecr_repository_arn=args.ecr_repository_arn,
         )
+        self.profile = profile
+        if args.telemetry is not None:
+            aws.iam.RolePolicy(f"{name}-telemetry", role=profile.role, policy=args.telemetry.policy, opts=child)
         image = pulumi.Output.from_input(args.image or cfg.brokers.effective_image)
         registry = pulumi.Output.from_input(args.registry or "")
 
@@ -192,7 +198,17 @@ class BrokerCluster(pulumi.ComponentResource):
             self.scripts.append(script)
             user_data = pulumi.Output.all(volume.id, image, registry).apply(
                 lambda v, node=node, script=script: self._user_data(
-                    cfg, node, first, core_names, v[0], args.param_prefix, secrets, script, image=v[1], registry=v[2]
+                    cfg,
+                    node,
+                    first,
+                    core_names,
+                    v[0],
+                    args.param_prefix,
+                    secrets,
+                    script,
+                    image=v[1],
+                    registry=v[2],
+                    extra=args.telemetry.extras(node) if args.telemetry is not None else None,
                 )
             )
             hostfiles.put(node.host, "cloud-init.yaml", user_data)
@@ -245,7 +261,7 @@ class BrokerCluster(pulumi.ComponentResource):
         )
 
     @staticmethod
-    def _user_data(cfg, node, first, core_names, vol_id, param_prefix, secrets, script, *, image: str, registry: str) -> str:
+    def _user_data(cfg, node, first, core_names, vol_id, param_prefix, secrets, script, *, image: str, registry: str, extra=None) -> str:
         env = br.broker_env(cfg, node, first)
         files = {"/etc/mqtt-cluster/broker.env": br.env_file(env)}
         if cfg.is_emqx:
@@ -270,7 +286,10 @@ class BrokerCluster(pulumi.ComponentResource):
         )
         for path, text in {**files, "/usr/local/sbin/mqtt-broker-start": start}.items():
             hostfiles.put(node.host, path.rsplit("/", 1)[1], text)
-        return cloud_init.broker_user_data(hostname=node.fqdn, files=files, start_script=start, node_script=script)
+        if extra is not None:
+            for path, text in extra.files.items():
+                hostfiles.put(node.host, path.rsplit("/", 1)[1], text)
+        return cloud_init.broker_user_data(hostname=node.fqdn, files=files, start_script=start, node_script=script, extra=extra)
 
 
 @dataclass

@@ -401,6 +401,66 @@ class LocalConfig(_Model):
         return self
 
 
+# CloudWatch Logs accepts only these retention periods (days; 0 keeps events forever).
+# pulumi_aws 7.51.1 pulumi_aws/cloudwatch/log_group.py:43 (retention_in_days: "Possible values are: ...").
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653, 0)
+_EMAIL = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,63}"
+)
+
+
+class ObservabilityConfig(_Model):
+    """Metrics, logs, alarms and dashboards (see components/observability.py)."""
+
+    logs: bool = True
+    """Broker and proxy logs in CloudWatch Logs, one log group per stack and role."""
+    metrics: bool = True
+    """The CloudWatch agent on every host: broker Prometheus metrics, memory and disk."""
+    alarms: bool = True
+    """CloudWatch alarms to the stack's SNS topic."""
+    dashboard: bool = True
+    """A CloudWatch dashboard per stack (AWS); Prometheus and Grafana containers (local)."""
+    auto_recovery: bool = True
+    """EC2 recovery on a failed system status check, where the instance type supports it."""
+    log_retention_days: int = 30
+    """Days CloudWatch Logs keeps events; one of CloudWatch's allowed values."""
+    alert_emails: list[str] = Field(default_factory=list)
+    """Addresses subscribed to the stack's alarm topic (each confirms by e-mail)."""
+    connections_alarm_percent: int = Field(80, ge=10, le=100)
+    """Alarm when connections reach this share of the configured maximum."""
+    disk_alarm_percent: int = Field(80, ge=10, le=99)
+    """Alarm when a broker's data volume is this full."""
+    grafana_port: int = Field(3000, ge=1024, le=65535)
+    """Local stack: Grafana on local.bind."""
+    prometheus_port: int = Field(9090, ge=1024, le=65535)
+    """Local stack: Prometheus on local.bind."""
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _retention(cls, v: int) -> int:
+        if v not in LOG_RETENTION_DAYS:
+            raise ValueError(f"CloudWatch Logs accepts one of {', '.join(map(str, LOG_RETENTION_DAYS))} (got {v})")
+        return v
+
+    @field_validator("alert_emails")
+    @classmethod
+    def _emails(cls, v: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for addr in v:
+            if not _EMAIL.fullmatch(addr) or ".." in addr:
+                raise ValueError(f"not an e-mail address: {addr!r}")
+            if addr.lower() in seen:
+                raise ValueError(f"{addr} is listed twice")
+            seen.add(addr.lower())
+        return v
+
+    @model_validator(mode="after")
+    def _ports(self) -> ObservabilityConfig:
+        if self.grafana_port == self.prometheus_port:
+            raise _KeyedError("prometheus_port", f"port {self.prometheus_port} is already taken by grafana_port")
+        return self
+
+
 # Fixed addresses on the local Docker network: the gateway is .1, the proxy .2, brokers from .10.
 # Fixed addresses keep a restarted container where nginx (which resolves names once) expects it.
 LOCAL_PROXY_HOST = 2
@@ -422,6 +482,7 @@ class StackConfig(_Model):
     load_balancer: LoadBalancerConfig = Field(default_factory=LoadBalancerConfig)
     links: LinksConfig | None = None
     local: LocalConfig | None = None
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     tags: dict[str, str] = Field(default_factory=dict)
     # Secrets: whether the stack supplies them. Values never enter the model (see settings.py).
     cookie: bool = False
@@ -495,6 +556,20 @@ class StackConfig(_Model):
                 f"emqx {self.brokers.effective_version} needs a license key: "
                 "`pulumi config set --secret mqtt-cluster:license …`, or use a 5.8.x version",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _observability_fits(self) -> StackConfig:
+        if self.role == "global" and "observability" in self.model_fields_set:
+            raise _KeyedError("observability", "not used by a global stack (each regional stack watches itself)")
+        if self.role == "local":
+            local, obs = self.local_settings, self.observability
+            taken = {local.mqtt_port: "local.mqtt_port", local.mqtts_port: "local.mqtts_port", local.dashboard_port: "local.dashboard_port"}
+            if self.brokers.websocket:
+                taken[local.wss_port] = "local.wss_port"
+            for key, port in (("grafana_port", obs.grafana_port), ("prometheus_port", obs.prometheus_port)):
+                if port in taken:
+                    raise _KeyedError(f"observability.{key}", f"port {port} is already taken by {taken[port]}")
         return self
 
     @property

@@ -227,6 +227,11 @@ class ProgramMocks(pmocks.Mocks):
             state["publicIp"] = f"198.51.100.{int(_short_hash(rid, n=2), 16) % 250 + 1}"
         elif t in ("aws:lb/loadBalancer:LoadBalancer", "aws:elb/loadBalancer:LoadBalancer"):
             state.update(dnsName=f"{name}-{_short_hash(rid, n=10)}.elb.{region}.amazonaws.com", zoneId="Z26RNL4JYFTOTI")
+            if t == "aws:lb/loadBalancer:LoadBalancer":
+                # What CloudWatch dimensions use: "net/<name>/<id>" (the ARN after "loadbalancer/").
+                state["arnSuffix"] = f"net/{state['name']}/{_short_hash(rid, n=16)}"
+        elif t == "aws:lb/targetGroup:TargetGroup":
+            state["arnSuffix"] = f"targetgroup/{state['name']}/{_short_hash(rid, n=16)}"
         elif t == "aws:route53/zone:Zone":
             rid = f"Z0{_short_hash(rid, n=18).upper()}"
             state.update(zoneId=rid, nameServers=["ns-1.awsdns-01.org"])

@@ -7,6 +7,7 @@ from typing import Any
 import yaml
 
 from components.renderers import render
+from components.renderers.observability import HostTelemetry
 
 # Kernel settings for many long-lived connections, from what operators learned by hand. Left out
 # on purpose: tcp_tw_recycle (removed from Linux, broke clients behind NAT) and a port range
@@ -69,10 +70,13 @@ def broker_user_data(
     files: dict[str, str],
     start_script: str,
     node_script: str,
+    extra: HostTelemetry | None = None,
 ) -> str:
-    """User-data of a broker host. ``files`` maps absolute paths to content (config, env)."""
+    """User-data of a broker host. ``files`` maps absolute paths to content (config, env);
+    ``extra`` adds the monitoring agent (files, packages, commands run before the broker starts)."""
+    extra = extra or HostTelemetry()
     write = _tuning_files()
-    write += [_file(path, text, "0600" if path.endswith(".env") else "0644") for path, text in files.items()]
+    write += [_file(path, text, "0600" if path.endswith(".env") else "0644") for path, text in {**files, **extra.files}.items()]
     write.append(_file("/usr/local/sbin/mqtt-broker-start", start_script, "0755"))
     write.append(_file("/usr/local/sbin/mqtt-cluster-node", node_script, "0755"))
     doc = {
@@ -80,12 +84,13 @@ def broker_user_data(
         "fqdn": hostname,
         "prefer_fqdn_over_hostname": True,
         "package_update": True,
-        "packages": ["docker", "xfsprogs"],
+        "packages": ["docker", "xfsprogs", *extra.packages],
         "write_files": write,
         "runcmd": [
             ["systemctl", "restart", "systemd-modules-load"],
             ["sysctl", "--system"],
             ["systemctl", "enable", "--now", "docker"],
+            *extra.runcmd,
             ["/usr/local/sbin/mqtt-broker-start"],
         ],
     }
@@ -93,12 +98,19 @@ def broker_user_data(
 
 
 def plain_host_user_data(
-    hostname: str, extra_files: dict[str, str] | None = None, packages: list[str] | None = None, runcmd: list[list[str]] | None = None
+    hostname: str,
+    extra_files: dict[str, str] | None = None,
+    packages: list[str] | None = None,
+    runcmd: list[list[str]] | None = None,
+    extra: HostTelemetry | None = None,
 ) -> str:
-    """User-data of a bastion or proxy host: tuning, optional packages and files."""
-    write = _tuning_files() + [_file(p, t, "0600" if p.endswith((".pem", ".key")) else "0644") for p, t in (extra_files or {}).items()]
+    """User-data of a bastion or proxy host: tuning, optional packages and files; ``extra`` adds
+    the monitoring agent (started before the host's service)."""
+    extra = extra or HostTelemetry()
+    files = {**(extra_files or {}), **extra.files}
+    write = _tuning_files() + [_file(p, t, "0600" if p.endswith((".pem", ".key")) else "0644") for p, t in files.items()]
     doc: dict[str, Any] = {"hostname": hostname, "package_update": True, "write_files": write}
-    if packages:
-        doc["packages"] = packages
-    doc["runcmd"] = [["sysctl", "--system"], *(runcmd or [])]
+    if packages or extra.packages:
+        doc["packages"] = [*(packages or []), *extra.packages]
+    doc["runcmd"] = [["sysctl", "--system"], *extra.runcmd, *(runcmd or [])]
     return dump(doc)
