@@ -614,6 +614,10 @@ def dashboard_body(cfg: StackConfig, w: Watched) -> dict[str, Any]:
         lb.append(["AWS/Route53", "HealthCheckStatus", "HealthCheckId", check, {"label": host, "region": ROUTE53_METRICS_REGION}])
     if lb:
         widgets.append(_widget("Load balancer: healthy hosts", lb, 12, 6, "Minimum", region))
+    elif w.proxies:
+        # Proxies without DNS health checks: their hosts' status checks are the front's health.
+        checks = [["AWS/EC2", "StatusCheckFailed", "InstanceId", iid, {"label": h}] for h, iid, _ in w.proxies]
+        widgets.append(_widget("Load balancer: proxy hosts failing status checks", checks, 12, 6, "Maximum", region))
     hosts = [(n.host, iid) for n, iid, _ in w.brokers] + [(h, iid) for h, iid, _ in w.proxies]
     widgets.append(
         _widget(
