@@ -6,7 +6,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import firewall, settings
-from components.broker_cluster import Bastion, BastionArgs, BrokerCluster, BrokerClusterArgs, DeployKey
+from components.broker_cluster import Bastion, BastionArgs, BrokerCluster, BrokerClusterArgs, DeployKey, ami_changes
 from components.cluster_join import ClusterJoin, ClusterJoinArgs, JoinTarget
 from components.images import BrokerImage, BrokerImageArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
@@ -86,6 +86,7 @@ if cfg.role == "regional":
                 instance_type=cfg.access.bastion_instance_type,
                 region=cfg.region,
                 tags=tags,
+                ignore_changes=ami_changes(cfg, "bastion"),
             ),
         )
 

@@ -96,6 +96,43 @@ def _cidr_list(values: list[str]) -> list[str]:
     return values
 
 
+# EC2 sizes (https://docs.aws.amazon.com/ec2/latest/instancetypes/instance-type-names.html):
+# nano/micro/small exist only in the burstable t families; medium in t, a1 and the Graviton families.
+_SIZES_LARGE = re.compile(r"(large|xlarge|(2|3|4|6|8|9|10|12|16|18|24|32|48|56|96|112|224)xlarge|metal(-\d+xl)?)")
+_BURSTABLE = ("t2", "t3", "t3a", "t4g")
+_FAMILY = re.compile(
+    r"(a1|t2|t3a?|t4g|[cmr][1-8][a-z]*(-flex)?|[xzhdi][1-8][a-z]*|im4gn|is4gen|[gp][2-6][a-z]*|inf[12]|trn[12][a-z]*|hpc[67][a-z]*|u\d?-\d+tb1|dl[12][a-z]*|vt1|f[12])"
+)
+
+
+def _instance_type(v: str) -> str:
+    """A type AWS would accept: a known family and a size that family has (t3.huge, m6i.nano and
+    mac2.metal are refused here, not by RunInstances mid-deploy)."""
+    m = re.fullmatch(r"([a-z0-9-]+)\.([a-z0-9-]+)", v)
+    if not m or not _FAMILY.fullmatch(m.group(1)):
+        raise ValueError(f"not an EC2 instance type (got {v!r})")
+    family, size = m.groups()
+    if family in _BURSTABLE:
+        ok = size in ("nano", "micro", "small", "medium", "large", "xlarge", "2xlarge")
+    elif size == "medium":
+        ok = family == "a1" or instance_arch(v) == "arm64"
+    else:
+        ok = bool(_SIZES_LARGE.fullmatch(size))
+    if not ok:
+        raise ValueError(f"{family} has no size {size!r} (got {v!r})")
+    return v
+
+
+_DNS_NAME = re.compile(r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+
+
+def _dns_name(v: str, *, wildcard: bool) -> str:
+    """A DNS name ACM and Route53 accept: lower-case labels of at most 63 characters, 253 in all."""
+    if not _DNS_NAME.fullmatch(v) or len(v) > 253 or (v.startswith("*.") and not wildcard):
+        raise ValueError(f"not a DNS name{'' if wildcard else ' (no wildcard)'}: {v!r}")
+    return v
+
+
 class NetworkConfig(_Model):
     """The VPC: one public and one private subnet per availability zone."""
 
@@ -104,7 +141,8 @@ class NetworkConfig(_Model):
     azs: int = Field(3, ge=2, le=6)
     """Availability zones to spread over (at least 2: one zone is one failure)."""
     nat: Literal["none", "single", "per-az"] = "single"
-    """NAT gateways: none (brokers without egress), single (cheap), per-az (no shared fate)."""
+    """NAT gateways: single (cheap) or per-az (no shared fate). `none` is refused: brokers fetch
+    packages, the broker image and their SSM parameters at first boot."""
     subnet_bits: int | None = Field(None, ge=1, le=8)
     """Extra prefix bits per subnet; default: the fewest that fit 2 x azs subnets."""
 
@@ -116,6 +154,16 @@ class NetworkConfig(_Model):
             raise ValueError("must be an IPv4 CIDR block")
         if not 16 <= net.prefixlen <= 24:
             raise ValueError(f"prefix must be between /16 and /24 (got /{net.prefixlen})")
+        return v
+
+    @field_validator("nat")
+    @classmethod
+    def _nat(cls, v: str) -> str:
+        if v == "none":
+            raise ValueError(
+                "none leaves the brokers without egress: they install packages, pull the broker image "
+                "and read their SSM parameters at first boot and could not start; use single or per-az"
+            )
         return v
 
 
@@ -142,9 +190,14 @@ class BrokersConfig(_Model):
     websocket: bool = True
     """Serve MQTT over WebSocket (8083, and 8084 with TLS at the load balancer)."""
     keepalive: int = Field(60, ge=10, le=3600)
-    """MQTT keepalive (seconds) clients are expected to use; proxies' idle timeouts exceed it."""
+    """MQTT keepalive (seconds) clients are expected to use; idle timeouts are 2x + 30 s, so at
+    most 160 behind an NLB (fixed 350 s on TLS listeners) and 1985 behind a classic ELB (4000 s)."""
     accept_eula: bool = False
-    """VerneMQ images refuse to start unless their EULA is accepted; must be true for vernemq."""
+    """VerneMQ images refuse to start unless their EULA is accepted; must be true for vernemq.
+
+    The vernemq/vernemq image is VerneMQ's binary package under its EULA: commercial use needs a
+    paid VerneMQ subscription (vernemq/docker-vernemq 31299af Dockerfile:20, README.md:23);
+    without one, build the image from source."""
     build_image: bool = False
     """Build docker/<engine>/Dockerfile on top of the stock image; on AWS it is pushed to ECR."""
     cluster_with: str | None = None
@@ -154,8 +207,15 @@ class BrokersConfig(_Model):
     @field_validator("instance_type", "replicant_instance_type")
     @classmethod
     def _itype(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"[a-z][a-z0-9-]*\.[a-z0-9]+", v):
-            raise ValueError(f"not an EC2 instance type (got {v!r})")
+        return None if v is None else _instance_type(v)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        # registry[:port]/path:tag or @sha256:digest, as docker accepts it (lower-case repository).
+        ref = r"([a-z0-9.-]+(:\d+)?/)?[a-z0-9]+([._/-][a-z0-9]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?"
+        if v is not None and not re.fullmatch(ref, v):
+            raise ValueError(f"not an image reference such as emqx/emqx:5.8.6 (got {v!r})")
         return v
 
     @field_validator("version")
@@ -173,7 +233,8 @@ class BrokersConfig(_Model):
             if not self.accept_eula:
                 raise _KeyedError(
                     "accept_eula",
-                    "the vernemq image needs its EULA accepted: set accept_eula: true "
+                    "the vernemq image needs its EULA accepted (it is the binary package: "
+                    "commercial use needs a paid VerneMQ subscription): set accept_eula: true "
                     "after reading https://vernemq.com/end-user-license-agreement",
                 )
         elif self.accept_eula:
@@ -221,6 +282,22 @@ class AccessConfig(_Model):
     """A small SSH jump host in a public subnet; the join commands go through it."""
     bastion_instance_type: str = "t3.micro"
     ssh_user: str = "ec2-user"
+    """Login user of the hosts' AMI (the join commands log in as it)."""
+    refresh_ami: str | None = None
+    """One host (bastion, nginx-1, emqx-2 …) rebuilt on the newest AL2023 image at the next
+    `pulumi up`. Every host ignores newer images otherwise; roll them one at a time."""
+
+    @field_validator("bastion_instance_type")
+    @classmethod
+    def _itype(cls, v: str) -> str:
+        return _instance_type(v)
+
+    @field_validator("ssh_user")
+    @classmethod
+    def _user(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", v):
+            raise ValueError(f"not a Linux user name (got {v!r})")
+        return v
 
     @field_validator("admin_cidrs")
     @classmethod
@@ -259,12 +336,33 @@ class LoadBalancerConfig(_Model):
     stickiness: bool = False
     """Source-IP stickiness on the NLB target groups."""
     deregistration_delay: int = Field(30, ge=0, le=3600)
-    """Seconds an NLB keeps draining a removed broker."""
+    """Seconds an NLB/ELB keeps draining a removed broker (a classic ELB needs at least 1)."""
     tls_policy: str = "ELBSecurityPolicy-TLS13-1-2-2021-06"
     """NLB TLS policy; must be a TLS 1.2+ policy."""
     proxies: int = Field(2, ge=1, le=16)
     """nginx / haproxy hosts (2+ avoids a single point of failure)."""
     proxy_instance_type: str = "t3.small"
+    validated_by: str | None = None
+    """Stack that owns the DNS validation records of alternative_names (names several stacks
+    share, such as the global hostname): this stack only waits for them. Default: this stack."""
+
+    @field_validator("proxy_instance_type")
+    @classmethod
+    def _itype(cls, v: str) -> str:
+        return _instance_type(v)
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v: str | None) -> str | None:
+        return None if v is None else _dns_name(v, wildcard=False)
+
+    @field_validator("hosted_zone_id")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        # Route53 ids: "Z" and upper-case letters/digits, at most 32 characters, without /hostedzone/.
+        if v is not None and not re.fullmatch(r"Z[A-Z0-9]{1,31}", v):
+            raise ValueError(f"not a Route53 hosted zone id such as Z0123456789ABCDEFGHIJ (got {v!r})")
+        return v
 
     @field_validator("tls_policy")
     @classmethod
@@ -284,8 +382,9 @@ class LoadBalancerConfig(_Model):
     @classmethod
     def _names(cls, v: list[str]) -> list[str]:
         for name in v:
-            if not re.fullmatch(r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", name):
-                raise ValueError(f"not a DNS name: {name!r}")
+            _dns_name(name, wildcard=True)
+        if len(set(v)) != len(v):
+            raise ValueError("lists a name twice")
         return v
 
     @model_validator(mode="after")
@@ -296,6 +395,18 @@ class LoadBalancerConfig(_Model):
             raise _KeyedError("certificate_arn", f"an ACM certificate cannot be installed on {self.kind} hosts")
         if self.alternative_names and self.certificate_arn:
             raise _KeyedError("alternative_names", "the names of an existing certificate (certificate_arn) are fixed where it was issued")
+        if self.domain and self.domain in self.alternative_names:
+            raise _KeyedError("alternative_names", f"{self.domain} is already the certificate's domain")
+        if self.validated_by is not None:
+            if not (self.domain and self.hosted_zone_id and self.alternative_names):
+                raise _KeyedError(
+                    "validated_by",
+                    "only a DNS-validated certificate (domain, hosted_zone_id) with alternative_names shares validation records",
+                )
+        if self.kind == "elb" and self.deregistration_delay < 1:
+            # Classic ELB connection draining takes 1-3600 s ("The maximum timeout value can be set
+            # between 1 and 3,600 seconds" - Classic Load Balancers guide, config-conn-drain).
+            raise _KeyedError("deregistration_delay", "a classic ELB drains for 1 to 3600 seconds (got 0)")
         return self
 
 
@@ -468,6 +579,18 @@ LOCAL_FIRST_NODE_HOST = 10
 
 _TOP_LEVEL_SECRETS = ("cookie", "dashboard_password", "license")
 
+# "The connection idle timeout for TLS listeners is 350 seconds and can't be modified" (and 350 s is
+# the TCP listeners' default) - Network Load Balancers guide, update-idle-timeout.
+NLB_IDLE_TIMEOUT = 350
+# Classic ELB idle timeout: 1 to 4000 seconds - Classic Load Balancers guide, config-idle-timeout.
+ELB_MAX_IDLE_TIMEOUT = 4000
+# Tags the program sets itself (base_tags, and Name/Role/Node/Tier per resource).
+_PROGRAM_TAGS = ("Project", "Environment", "Stack", "ManagedBy", "Name", "Role", "Node", "Tier")
+# EC2 tag restrictions: 50 per resource, keys 1-128 and values 0-256 characters of letters, digits,
+# spaces and _ . : / = + - @ (EC2 user guide, Using_Tags "Tag restrictions").
+_TAG_CHARS = re.compile(r"[\w .:/=+\-@]*")
+_MAX_USER_TAGS = 50 - len(_PROGRAM_TAGS)
+
 
 class StackConfig(_Model):
     """Everything one stack file can say."""
@@ -506,11 +629,13 @@ class StackConfig(_Model):
 
     @model_validator(mode="after")
     def _combinations(self) -> StackConfig:
+        self._check_tags()
         if self.role == "regional":
             if not self.region:
                 raise _KeyedError("aws:region", "a regional stack needs a region")
             if self.region not in REGION_AZS:
                 raise _KeyedError("aws:region", f"unknown or unsupported region {self.region!r}")
+            self._check_aws_limits()
             offered = len(REGION_AZS[self.region])
             if self.network.azs > offered:
                 raise _KeyedError("network.azs", f"{self.region} offers {offered} availability zones (got {self.network.azs})")
@@ -571,6 +696,56 @@ class StackConfig(_Model):
                 if port in taken:
                     raise _KeyedError(f"observability.{key}", f"port {port} is already taken by {taken[port]}")
         return self
+
+    def _check_tags(self) -> None:
+        if len(self.tags) > _MAX_USER_TAGS:
+            raise _KeyedError("tags", f"at most {_MAX_USER_TAGS} tags (AWS allows 50 per resource, the program sets the rest)")
+        for k, v in self.tags.items():
+            if k in _PROGRAM_TAGS:
+                raise _KeyedError(f"tags.{k}", "set by the program on every resource; choose another key")
+            if not 1 <= len(k) <= 128 or not _TAG_CHARS.fullmatch(k):
+                raise _KeyedError(f"tags.{k}", "tag keys are 1-128 letters, digits, spaces and _ . : / = + - @")
+            if len(v) > 256 or not _TAG_CHARS.fullmatch(v):
+                raise _KeyedError(f"tags.{k}", "tag values are at most 256 letters, digits, spaces and _ . : / = + - @")
+
+    def _check_aws_limits(self) -> None:
+        """What AWS or the providers would reject mid-deploy, refused before any resource."""
+        from components.renderers.proxy import idle_timeout  # pure; imported late to avoid a cycle
+
+        lb, keepalive = self.load_balancer, self.brokers.keepalive
+        if lb.certificate_arn:
+            cert_region = lb.certificate_arn.split(":")[3]
+            if cert_region != self.region:
+                raise _KeyedError(
+                    "load_balancer.certificate_arn",
+                    f"is in {cert_region}; a load balancer in {self.region} needs a certificate from {self.region}",
+                )
+        # The load balancer must never cut a session the broker still keeps: the program gives
+        # idle sessions 2 x keepalive + 30 s (the broker gives up at 1.5 x keepalive).
+        if lb.kind == "nlb" and idle_timeout(keepalive) > NLB_IDLE_TIMEOUT:
+            raise _KeyedError(
+                "brokers.keepalive",
+                f"an NLB closes TLS connections idle for {NLB_IDLE_TIMEOUT} s (fixed); keepalive must be at most "
+                f"{(NLB_IDLE_TIMEOUT - 30) // 2} so 2 x keepalive + 30 fits (got {keepalive})",
+            )
+        if lb.kind == "elb" and idle_timeout(keepalive) > ELB_MAX_IDLE_TIMEOUT:
+            raise _KeyedError(
+                "brokers.keepalive",
+                f"a classic ELB idle timeout is at most {ELB_MAX_IDLE_TIMEOUT} s; keepalive must be at most "
+                f"{(ELB_MAX_IDLE_TIMEOUT - 30) // 2} so 2 x keepalive + 30 fits (got {keepalive})",
+            )
+        if lb.validated_by == self.stack:
+            raise _KeyedError("load_balancer.validated_by", "names this stack; leave it out to own the validation records")
+        if self.access.refresh_ami is not None:
+            from components.renderers.nodes import node_specs  # pure; imported late to avoid a cycle
+
+            hosts = [n.host for n in node_specs(self)]
+            if lb.kind in ("nginx", "haproxy"):
+                hosts += [f"{lb.kind}-{i + 1}" for i in range(lb.proxies)]
+            if self.access.bastion:
+                hosts.append("bastion")
+            if self.access.refresh_ami not in hosts:
+                raise _KeyedError("access.refresh_ami", f"no host {self.access.refresh_ami!r} in this stack (hosts: {', '.join(hosts)})")
 
     @property
     def local_settings(self) -> LocalConfig:

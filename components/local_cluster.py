@@ -146,6 +146,7 @@ class LocalCluster(pulumi.ComponentResource):
                 f"{name}-{node.host}",
                 name=container_name(cfg, node.host),
                 image=image,
+                command=br.broker_command(cfg),
                 hostname=node.fqdn,
                 restart="always",
                 networks_advanced=[
@@ -211,7 +212,15 @@ class LocalCluster(pulumi.ComponentResource):
         for node, container in zip(self.nodes, self.brokers, strict=True):
             if node.index == first.index:
                 continue
-            script = node_script(engine, node, first, container=container_name(cfg, node.host), local_wait=300, join_wait=300)
+            script = node_script(
+                engine,
+                node,
+                first,
+                container=container_name(cfg, node.host),
+                seed_container=container_name(cfg, first.host),  # the same Docker engine reaches the seed
+                local_wait=300,
+                join_wait=300,
+            )
             hostfiles.put(node.host, "mqtt-cluster-node.sh", script)
             self.joins.append(
                 command.local.Command(
@@ -219,7 +228,9 @@ class LocalCluster(pulumi.ComponentResource):
                     create="bash -s -- join",
                     delete="bash -s -- leave",
                     stdin=script,
-                    environment=env,
+                    # The leave acts only on the container this command joined, not on a replacement
+                    # that took its name (the old command's delete runs after the new one's create).
+                    environment={**(env or {}), "BROKER_ID": container.id},
                     triggers=[container.id],  # a recreated container joins again
                     logging=command.local.Logging.STDOUT_AND_STDERR,
                     opts=pulumi.ResourceOptions(parent=self, depends_on=[self.brokers[first.index], container]),

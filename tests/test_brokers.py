@@ -114,8 +114,9 @@ def test_generated_secrets_are_secret_and_ssm_access_is_scoped_to_the_stack():
     assert len(plan.of_type("random:index/randomPassword:RandomPassword")) == 2
     assert plan.outputs["dashboard_password"] == "[secret]"
     policy = plan.of_type("aws:iam/rolePolicy:RolePolicy")[0].inputs["policy"]
-    assert "parameter/mqtt-cluster/dev/*" in policy and '"Resource": "*"' in policy  # kms:Decrypt, limited by kms:ViaService
-    assert "kms:ViaService" in policy
+    # Exactly the parameters the brokers fetch (tests/test_aws_rules.py checks every role in detail).
+    assert "parameter/mqtt-cluster/dev/cookie" in policy and "parameter/mqtt-cluster/dev/*" not in policy
+    assert "kms:ViaService" in policy and "kms:EncryptionContext:PARAMETER_ARN" in policy
 
 
 def test_emqx_hocon_parses_and_names_the_node_and_static_seeds():

@@ -129,7 +129,7 @@ def test_haproxy_sizes_maxconn_for_the_host_and_sends_proxy_v2():
     maxconn = int(re.search(r"^\s+maxconn (\d+)", cfg, re.M).group(1))
     assert maxconn >= 30000, "not the 2049 that turned devices away"
     assert "send-proxy-v2" in cfg and "ssl-min-ver TLSv1.2" in cfg
-    assert "tcp-check expect binary 20020000" in cfg
+    assert "tcp-check connect default" in cfg and "tcp-check expect rbinary ^2002" in cfg, "checks carry the header; any CONNACK"
     assert 'stats auth admin:"${HAPROXY_STATS_PASSWORD}"' in cfg
 
 

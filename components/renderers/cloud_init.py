@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from components.renderers import render
+from components.renderers import broker, render
 from components.renderers.observability import HostTelemetry
 
 # Kernel settings for many long-lived connections, from what operators learned by hand. Left out
@@ -61,6 +61,9 @@ def dump(doc: dict[str, Any]) -> str:
 
 
 def broker_start_script(**values: Any) -> str:
+    # VerneMQ: the container first writes the secret cookie into the image's vm.args (see
+    # broker.VERNEMQ_COOKIE_STEP); EMQX runs the image's own command.
+    values.setdefault("command", broker.vernemq_command() if values.get("engine") == "vernemq" else [])
     return render("broker-start.sh.j2", **values)
 
 
