@@ -344,6 +344,22 @@ def test_hosts_install_and_start_the_agent_before_their_service(stack):
             assert "rsyslog" in doc["packages"] and "local0.* /var/log/haproxy.log" in files["/etc/rsyslog.d/49-mqtt-haproxy.conf"]
 
 
+def test_proxy_log_files_the_agent_ships_are_the_ones_the_proxies_write():
+    for stack in ("edge", "vernemq"):
+        plan, cfg = plan_of(stack), cfg_of(stack)
+        kind = cfg.load_balancer.kind
+        host = f"{kind}-1"
+        doc = json.loads(plan.files[(host, "amazon-cloudwatch-agent.json")])
+        paths = [e["file_path"] for e in doc["logs"]["logs_collected"]["files"]["collect_list"]]
+        conf = plan.files[(host, "nginx.conf" if kind == "nginx" else "haproxy.cfg")]
+        if kind == "nginx":
+            error, access = paths
+            assert f"error_log {error} " in conf and f"access_log {access} " in conf
+        else:
+            assert paths == [ro.HAPROXY_LOG] and "log /dev/log local0" in conf
+            assert ro.rsyslog_haproxy_conf().splitlines()[1] == f"local0.* {ro.HAPROXY_LOG}"
+
+
 # --- real tools ---------------------------------------------------------------------------------
 def _agent_configs() -> list[tuple[str, str, dict]]:
     out = []

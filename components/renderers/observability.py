@@ -26,6 +26,7 @@ from components import config as c
 from components.config import StackConfig
 from components.renderers import broker as br
 from components.renderers.nodes import NodeSpec, node_specs
+from components.renderers.proxy import ProxySettings
 
 NAMESPACE = "MQTTCluster"
 """CloudWatch namespace of the broker metrics (embedded metric format, written through the logs)."""
@@ -214,7 +215,8 @@ def agent_config(cfg: StackConfig, role: str, host: str) -> dict[str, Any]:
             files = [{"file_path": DOCKER_LOGS, "log_group_name": groups["brokers"], "log_stream_name": host}]
         else:
             kind = cfg.load_balancer.kind
-            paths = ["/var/log/nginx/error.log", "/var/log/nginx/mqtt-access.log"] if kind == "nginx" else [HAPROXY_LOG]
+            aws_proxy = ProxySettings(backends=[])  # the AWS proxy hosts keep the default log paths
+            paths = [aws_proxy.error_log, aws_proxy.access_log] if kind == "nginx" else [HAPROXY_LOG]
             files = [
                 {"file_path": p, "log_group_name": groups["proxies"], "log_stream_name": f"{host}/{p.rsplit('/', 1)[1]}"} for p in paths
             ]
