@@ -12,6 +12,7 @@ import pulumi_tls as tls
 
 from components import hostfiles
 from components.config import StackConfig, instance_arch
+from components.renderers import auth as ra
 from components.renderers import broker as br
 from components.renderers import cloud_init
 from components.renderers.nodes import NodeSpec, node_specs, seed
@@ -301,6 +302,11 @@ class BrokerCluster(pulumi.ComponentResource):
         else:
             mounts = ["/var/lib/mqtt-broker/data:/vernemq/data"]
             owner = VERNEMQ_UID
+        # Devices: the ACL (not secret) in user-data; the hash file is fetched from SSM at boot.
+        acl_host, _, acl_text = ra.acl_file(cfg)
+        files[acl_host] = acl_text
+        files[ra.USERS_SCRIPT] = ra.users_script(cfg, region=cfg.region or "", param_prefix=param_prefix, owner=owner, container=CONTAINER)
+        mounts += ra.host_mounts(cfg)
         start = cloud_init.broker_start_script(
             engine=cfg.brokers.engine,
             node_name=node.node_name,
@@ -311,6 +317,7 @@ class BrokerCluster(pulumi.ComponentResource):
             secrets=secrets,
             container=CONTAINER,
             mounts=mounts,
+            users_script=ra.USERS_SCRIPT,
             image=image,
             registry=registry,
         )

@@ -49,7 +49,15 @@ MQTTS_PORT = 8883
 WS_PORT = 8083
 WSS_PORT = 8084
 DASHBOARD_PORT = 18083
+# EMQX's Erlang distribution listens on inet_dist_base_port (default 4370) plus the number ending
+# the node name's short part (none in "emqx@<host>", so offset 0):
+# emqx/ekka 0.19.8 src/ekka_dist.erl:30 (DEFAULT_PORT 4370), :130-141 (port/1), :144-150 (offset)
+# (ekka tag pinned by emqx/emqx v5.8.6 rebar.config:86). EMQX 5.8.6 has no config key for it.
 EMQX_DIST_PORT = 4370
+# gen_rpc: the official image exports EMQX_RPC__PORT_DISCOVERY=manual
+# (emqx/emqx v5.8.6 deploy/docker/docker-entrypoint.sh:52), so every node listens on and dials
+# rpc.server_port, whose default is 5369 (apps/emqx_conf/src/emqx_conf_schema.erl:120, :782-790);
+# the renderer sets both explicitly to this port.
 EMQX_RPC_PORT = 5370
 EPMD_PORT = 4369
 VERNEMQ_CLUSTER_PORT = 44053
@@ -60,6 +68,12 @@ HAPROXY_STATS_PORT = 8404
 
 # The last EMQX line published under Apache-2.0; later versions need a license key.
 EMQX_LICENSE_FREE_BELOW = (5, 9)
+# 5.8.0 removed core/replicant from the open-source edition: "Node role 'replicant' is only
+# allowed in Enterprise edition since 5.8.0" (emqx/emqx v5.8.6 apps/emqx_conf/src/emqx_conf_schema.erl:1672,
+# changes/v5.8.0.en.md:161). The Enterprise edition injects the role
+# (apps/emqx_enterprise/src/emqx_enterprise_schema.erl:131); from 5.9 emqx/emqx is that edition.
+EMQX_OSS_REPLICANTS_BELOW = (5, 8)
+EMQX_ENTERPRISE_REPOSITORY = "emqx-enterprise"
 
 WORLD = ("0.0.0.0/0", "::/0")
 
@@ -179,7 +193,8 @@ class BrokersConfig(_Model):
     count: int = Field(3, ge=1, le=32)
     """Core nodes (EMQX core / VerneMQ nodes). Odd counts survive a partition better."""
     replicants: int = Field(0, ge=0, le=64)
-    """EMQX replicant nodes (stateless readers that join a core)."""
+    """EMQX replicant nodes (stateless readers that join a core). Enterprise edition only from
+    5.8 (an emqx/emqx-enterprise image, or emqx/emqx 5.9+), with a license key."""
     instance_type: str = "t3.medium"
     """EC2 type for core nodes."""
     replicant_instance_type: str | None = None
@@ -239,6 +254,12 @@ class BrokersConfig(_Model):
                 )
         elif self.accept_eula:
             raise _KeyedError("accept_eula", "only meaningful for engine vernemq")
+        if self.replicants and self.engine == "emqx" and self.edition == "open-source" and self.version_tuple >= EMQX_OSS_REPLICANTS_BELOW:
+            raise _KeyedError(
+                "replicants",
+                f"{self.effective_image} is the open-source edition, which runs every node as core since 5.8.0; "
+                "set replicants: 0 (add cores with brokers.count) or use an emqx/emqx-enterprise image with a license",
+            )
         if self.build_image and self.image:
             raise _KeyedError("image", "build_image builds its own image; set one or the other")
         if self.build_image and self.replicants and self.replicant_instance_type:
@@ -264,11 +285,23 @@ class BrokersConfig(_Model):
         return self.image or self.stock_image
 
     @property
+    def version_tuple(self) -> tuple[int, int]:
+        major, minor = (int(x) for x in re.findall(r"\d+", self.effective_version)[:2])
+        return major, minor
+
+    @property
+    def edition(self) -> Literal["open-source", "enterprise"]:
+        """EMQX edition of the image: its repository's name (emqx-enterprise), or 5.9+ (one edition)."""
+        repository = self.effective_image.rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0]
+        if repository == EMQX_ENTERPRISE_REPOSITORY or self.version_tuple >= EMQX_LICENSE_FREE_BELOW:
+            return "enterprise"
+        return "open-source"
+
+    @property
     def needs_license(self) -> bool:
         if self.engine != "emqx":
             return False
-        major, minor = (int(x) for x in re.findall(r"\d+", self.effective_version)[:2])
-        return (major, minor) >= EMQX_LICENSE_FREE_BELOW
+        return self.version_tuple >= EMQX_LICENSE_FREE_BELOW
 
 
 class AccessConfig(_Model):
@@ -421,6 +454,114 @@ def _topic_filter(f: str) -> bool:
         if "+" in level and level != "+":
             return False
     return True
+
+
+# Client authentication and topic authorization. Placeholders are the ones EMQX's file source
+# renders (emqx/emqx v5.8.6 apps/emqx_auth/etc/acl.conf:130-132: ${username}, ${clientid});
+# VerneMQ's vmq_acl and mosquitto spell them %u / %c and need them to fill a whole topic level
+# (vernemq/vernemq 2.1.1 apps/vmq_acl/docs/vmq_acl.rst:62), so the model asks the same everywhere.
+ACL_PLACEHOLDERS = ("${username}", "${clientid}")
+USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+"""Usernames: no ':' (password-file separator), no '/', '+', '#' (they name topic levels)."""
+
+
+class AclRule(_Model):
+    """One authorization rule; the first rule that matches decides, no match means deny."""
+
+    permission: Literal["allow", "deny"] = "allow"
+    who: str = "all"
+    """all, username:<name> or clientid:<id>."""
+    action: Literal["publish", "subscribe", "all"] = "all"
+    topics: list[str] = Field(min_length=1)
+    """Topic filters; ${username} / ${clientid} stand for the connecting client's own."""
+
+    @field_validator("who")
+    @classmethod
+    def _who(cls, v: str) -> str:
+        if v == "all":
+            return v
+        kind, _, name = v.partition(":")
+        if kind not in ("username", "clientid") or not USERNAME_RE.fullmatch(name):
+            raise ValueError(f"must be all, username:<name> or clientid:<id> (got {v!r})")
+        return v
+
+    @field_validator("topics")
+    @classmethod
+    def _topics(cls, v: list[str]) -> list[str]:
+        for t in v:
+            if not _topic_filter(t):
+                raise ValueError(f"not an MQTT topic filter: {t!r}")
+            for level in t.split("/"):
+                if "${" in level and level not in ACL_PLACEHOLDERS:
+                    raise ValueError(f"placeholders ${{username}} / ${{clientid}} must fill a whole topic level: {t!r}")
+        return v
+
+
+DEFAULT_ACL = (AclRule(permission="allow", who="all", action="all", topics=["devices/${username}/#"]),)
+"""Each device publishes and subscribes in its own subtree only; everything else is denied."""
+
+
+class JwtConfig(_Model):
+    """JWT authentication (EMQX): an HMAC secret from secret config, or a JWKS endpoint."""
+
+    jwks_endpoint: str | None = None
+    """HTTPS URL of the issuer's key set; without it the HMAC secret `mqtt-cluster:jwt_secret` is used."""
+    match: Literal["username", "clientid", "none"] = "username"
+    """Claim that must equal the client's own username / client id (besides `exp`)."""
+
+    @field_validator("jwks_endpoint")
+    @classmethod
+    def _https(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"https://[^\s/]+(/\S*)?", v):
+            raise ValueError(f"must be an https:// URL (got {v!r})")
+        return v
+
+
+class MtlsConfig(_Model):
+    """Device certificates verified against a CA bundle."""
+
+    ca_bundle: str | None = None
+    """PEM text of the CA(s) that sign device certificates."""
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _pem(cls, v: str | None) -> str | None:
+        if v is not None and "-----BEGIN CERTIFICATE-----" not in v:
+            raise ValueError("must be PEM text containing at least one CERTIFICATE block")
+        return v
+
+
+class AuthConfig(_Model):
+    """Who may connect and what each client may publish and subscribe. Secure by default."""
+
+    mechanism: Literal["password", "jwt", "mtls", "password+mtls"] = "password"
+    """password (users from secret config), jwt (EMQX), mtls (device certificates), or both."""
+    allow_anonymous: bool = False
+    """Clients without credentials; never together with world-open access.client_cidrs."""
+    acl: list[AclRule] = Field(default_factory=lambda: list(DEFAULT_ACL))
+    """Topic rules (first match decides); default: each device in devices/<username>/#."""
+    no_match: Literal["deny", "allow"] = "deny"
+    """What happens to a publish/subscribe no rule matches."""
+    jwt: JwtConfig | None = None
+    mtls: MtlsConfig | None = None
+
+    @property
+    def uses_password(self) -> bool:
+        return self.mechanism in ("password", "password+mtls")
+
+    @property
+    def uses_mtls(self) -> bool:
+        return self.mechanism in ("mtls", "password+mtls")
+
+    @model_validator(mode="after")
+    def _mechanism_needs(self) -> AuthConfig:
+        if self.uses_mtls and (self.mtls is None or self.mtls.ca_bundle is None):
+            raise _KeyedError("mtls.ca_bundle", f"mechanism {self.mechanism} verifies device certificates: it needs a CA bundle (PEM)")
+        if self.mechanism != "jwt" and self.jwt is not None:
+            raise _KeyedError("jwt", f"only used with mechanism jwt (got {self.mechanism})")
+        if not self.uses_mtls and self.mtls is not None:
+            raise _KeyedError("mtls", f"only used with mechanism mtls or password+mtls (got {self.mechanism})")
+        return self
 
 
 class LinksConfig(_Model):
@@ -577,7 +718,64 @@ class ObservabilityConfig(_Model):
 LOCAL_PROXY_HOST = 2
 LOCAL_FIRST_NODE_HOST = 10
 
-_TOP_LEVEL_SECRETS = ("cookie", "dashboard_password", "license")
+_TOP_LEVEL_SECRETS = ("cookie", "dashboard_password", "license", "jwt_secret")
+
+
+def _check_auth(cfg: StackConfig) -> None:
+    """Auth rules that depend on other sections (engine, access, local)."""
+    auth = cfg.auth
+    if auth.allow_anonymous:
+        if cfg.role == "regional" and any(_network(n).prefixlen == 0 for n in cfg.access.client_cidrs):
+            raise _KeyedError(
+                "auth.allow_anonymous",
+                "anonymous clients with world-open access.client_cidrs would let anyone on the internet in; narrow client_cidrs",
+            )
+        if cfg.role == "local" and not ipaddress.IPv4Address(cfg.local_settings.bind).is_loopback:
+            raise _KeyedError(
+                "auth.allow_anonymous", f"anonymous clients with local.bind {cfg.local_settings.bind} open the broker to the LAN"
+            )
+    if auth.mechanism == "jwt":
+        if not cfg.is_emqx:
+            raise _KeyedError("auth.mechanism", "jwt is implemented for emqx only (vernemq has no JWT plugin in its image)")
+        jwks = auth.jwt is not None and auth.jwt.jwks_endpoint is not None
+        if cfg.jwt_secret and jwks:
+            raise _KeyedError(
+                "jwt_secret", "auth.jwt.jwks_endpoint is set too; an authenticator checks one kind of key: set one or the other"
+            )
+        if not cfg.jwt_secret and not jwks:
+            raise _KeyedError(
+                "auth.jwt",
+                "jwt needs a key: `pulumi config set --secret mqtt-cluster:jwt_secret …` (HMAC) or auth.jwt.jwks_endpoint",
+            )
+    if cfg.jwt_secret and auth.mechanism != "jwt":
+        raise _KeyedError("jwt_secret", f"only used with auth.mechanism jwt (got {auth.mechanism})")
+    if auth.mechanism == "mtls":
+        raise _KeyedError(
+            "auth.mechanism",
+            "mtls alone needs the certificate identity at the brokers, which this version does not pass on yet; "
+            "use password+mtls (the proxy verifies the certificate, the broker the password)",
+        )
+    if auth.uses_mtls:
+        if cfg.role == "regional" and cfg.load_balancer.kind not in ("nginx", "haproxy"):
+            raise _KeyedError(
+                "auth.mechanism",
+                f"{auth.mechanism} needs load_balancer.kind nginx or haproxy: {cfg.load_balancer.kind} TLS listeners cannot verify client certificates",
+            )
+        if cfg.role == "regional" and cfg.load_balancer.plain_mqtt:
+            raise _KeyedError(
+                "load_balancer.plain_mqtt", "plain MQTT would bypass the device certificate check of auth.mechanism password+mtls"
+            )
+    if not cfg.is_emqx:
+        # vernemq/vernemq 2.1.1 apps/vmq_acl/docs/vmq_acl.rst:29-57: only allow lines (topic/pattern),
+        # per `user`; no deny, no client-id subjects, no "allow when nothing matches".
+        for rule in auth.acl:
+            if rule.permission == "deny":
+                raise _KeyedError("auth.acl.permission", "vernemq's ACL file has allow rules only (anything unlisted is denied)")
+            if rule.who.startswith("clientid:"):
+                raise _KeyedError("auth.acl.who", "vernemq's ACL file names users, not client ids (use ${clientid} in a topic instead)")
+        if auth.no_match != "deny":
+            raise _KeyedError("auth.no_match", "vernemq denies whatever its ACL file does not allow")
+
 
 # "The connection idle timeout for TLS listeners is 350 seconds and can't be modified" (and 350 s is
 # the TCP listeners' default) - Network Load Balancers guide, update-idle-timeout.
@@ -605,12 +803,29 @@ class StackConfig(_Model):
     load_balancer: LoadBalancerConfig = Field(default_factory=LoadBalancerConfig)
     links: LinksConfig | None = None
     local: LocalConfig | None = None
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     tags: dict[str, str] = Field(default_factory=dict)
     # Secrets: whether the stack supplies them. Values never enter the model (see settings.py).
     cookie: bool = False
     dashboard_password: bool = False
     license: bool = False
+    jwt_secret: bool = False
+    users: list[str] = Field(default_factory=list)
+    """Device usernames from the secret map `mqtt-cluster:users` (passwords never enter the model)."""
+
+    @field_validator("users")
+    @classmethod
+    def _usernames(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not USERNAME_RE.fullmatch(name):
+                raise ValueError(f"not a usable username {name!r}: letters, digits, '_', '.', '@', '-' (no ':', '/', '+', '#')")
+        return v
+
+    @model_validator(mode="after")
+    def _auth_rules(self) -> StackConfig:
+        _check_auth(self)
+        return self
 
     @field_validator("environment")
     @classmethod
@@ -675,6 +890,16 @@ class StackConfig(_Model):
                 raise _KeyedError(
                     "cookie", f"the cookie comes from {self.brokers.cluster_with} (brokers.cluster_with); do not set one here"
                 )
+        enterprise_replicants = self.is_emqx and self.brokers.replicants and self.brokers.edition == "enterprise"
+        if self.role in ("regional", "local") and enterprise_replicants and not self.license:
+            # Without a key the Enterprise image runs its built-in evaluation license (emqx/emqx
+            # e5.8.6-hotfix1 apps/emqx_license/include/emqx_license.hrl:13-14: "limited to ~p concurrent
+            # sessions", "not permitted for production use"; single node from 5.9, e5.9.0 same file:94).
+            raise _KeyedError(
+                "license",
+                "EMQX replicants run on the Enterprise edition, which needs a license key: "
+                "`pulumi config set --secret mqtt-cluster:license …`",
+            )
         if self.role in ("regional", "local") and self.brokers.needs_license and not self.license:
             raise _KeyedError(
                 "license",
@@ -834,6 +1059,16 @@ def parse(raw: dict[str, Any], *, stack: str, source: str, region: str | None = 
     for k in _TOP_LEVEL_SECRETS:
         if k in data:
             data[k] = True
+    if "users" in data:
+        users = data["users"]
+        if not isinstance(users, dict):
+            raise ConfigError(
+                source,
+                f"{PROJECT}:users",
+                "must be a secret map of username to password (pulumi config set --secret --path 'mqtt-cluster:users.NAME' …)",
+            )
+        # The names only: each value is a password (a secret the model never holds).
+        data["users"] = sorted(str(u) for u in users)
     try:
         return StackConfig.model_validate(data)
     except ValidationError as exc:

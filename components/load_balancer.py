@@ -25,6 +25,14 @@ from components.tls_certs import TlsMaterial, TlsMaterialArgs
 # Classic ELB's default negotiation policy still allows TLS 1.0; this predefined one does not.
 ELB_TLS12_POLICY = "ELBSecurityPolicy-TLS-1-2-2017-01"
 VPC_RESOLVER = "169.254.169.253"
+CLIENT_CA_PATH = "/etc/mqtt-cluster/tls/devices-ca.pem"
+"""The device CA bundle on proxy hosts (auth.mechanism password+mtls); public, so in user-data."""
+
+
+def device_ca_files(cfg: StackConfig) -> dict[str, str]:
+    return {CLIENT_CA_PATH: cfg.auth.mtls.ca_bundle} if cfg.auth.uses_mtls and cfg.auth.mtls and cfg.auth.mtls.ca_bundle else {}
+
+
 AL2023_STREAM_MODULE = "/usr/lib64/nginx/modules/ngx_stream_module.so"
 
 
@@ -355,7 +363,7 @@ class LoadBalancer(pulumi.ComponentResource):
             host = f"{kind}-{i + 1}"
             user_data = cloud_init.plain_host_user_data(
                 host,
-                extra_files={conf_path: conf, "/usr/local/sbin/mqtt-proxy-start": start},
+                extra_files={conf_path: conf, "/usr/local/sbin/mqtt-proxy-start": start, **device_ca_files(cfg)},
                 packages=packages,
                 runcmd=[["chmod", "0755", "/usr/local/sbin/mqtt-proxy-start"], ["/usr/local/sbin/mqtt-proxy-start"]],
                 extra=a.telemetry.extras(host) if a.telemetry is not None else None,
@@ -426,4 +434,5 @@ class LoadBalancer(pulumi.ComponentResource):
             stats_bind=f"0.0.0.0:{c.HAPROXY_STATS_PORT}" if (kind == "haproxy" and cfg.access.admin_cidrs) else None,
             resolver=f"{VPC_RESOLVER}:53" if kind == "haproxy" else None,
             pid="/run/nginx.pid" if kind == "nginx" else "/run/haproxy.pid",
+            client_ca=CLIENT_CA_PATH if cfg.auth.uses_mtls else None,
         )

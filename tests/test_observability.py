@@ -214,7 +214,7 @@ def test_classic_elb_alarms_use_the_elb_name():
     alarms = alarms_of(plan)
     healthy = alarms["elb-healthy-below-quorum"]
     assert healthy["namespace"] == "AWS/ELB" and set(healthy["dimensions"]) == {"LoadBalancerName"}
-    assert healthy["threshold"] == 3, "a majority of 3 cores + 1 replicant"
+    assert healthy["threshold"] == ro.quorum(len(node_specs(cfg_of("staging")))) == 2, "a majority of the 3 nodes"
     alarm = next(r for r in plan.of_type(ALARM) if r.inputs["name"].endswith("elb-healthy-below-quorum"))
     assert elb.urn in alarm.dependencies
 
