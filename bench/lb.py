@@ -1,6 +1,9 @@
 """Benchmark: TLS MQTT through the rendered haproxy and nginx configs versus straight to a broker.
 
-    python -m bench.lb [--connections 8000] [--out bench/results/lb.json]
+    python -m bench.lb [--connections 8000] [--out build/bench/lb.json]
+
+The committed figures (bench/results/lb.json) change only when asked: ``make bench BENCH_SAVE=1``
+or ``--out bench/results/lb.json``.
 
 For each target (direct TLS to mosquitto, haproxy, nginx) on loopback: concurrent TLS MQTT
 connections held, connect rate, publish->receive latency p50/p99 (QoS 0, one subscriber), and the
@@ -148,7 +151,7 @@ async def measure(port: int, ca: Path, n: int, pgid: int | None, tag: str) -> di
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--connections", type=int, default=int(os.environ.get("BENCH_CONNECTIONS", "8000")))
-    ap.add_argument("--out", type=Path, default=Path("bench/results/lb.json"))
+    ap.add_argument("--out", type=Path, default=Path("build/bench/lb.json"))
     args = ap.parse_args()
     n = args.connections
     results: dict = {"connections": n, "machine": {"cpus": os.cpu_count()}, "targets": {}}

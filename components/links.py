@@ -113,16 +113,24 @@ def check(cfg: StackConfig, source: str, stacks_dir: Path = STACKS_DIR) -> dict[
                     f"{a.stack} ({a.cidr}) and {b.stack} ({b.cidr}) overlap; peered VPCs need distinct blocks",
                 )
     primary = regions[links.primary_stack]
+    if links.mode == "cluster":
+        for r in listed:
+            if not r.cfg.is_emqx:
+                # Each region is already a VerneMQ cluster of its own, and VerneMQ refuses to join a node
+                # with history to another cluster: vmq_swc.prevent_nonempty_join defaults to on and
+                # attempt_join answers {error, non_empty_node} (vernemq/vernemq 2.1.1
+                # apps/vmq_swc/src/vmq_swc_peer_service.erl:54-65, apps/vmq_swc/priv/vmq_swc.schema:81).
+                # Bridges are EMQX-only here, so VerneMQ regions cannot be linked at all.
+                raise ConfigError(
+                    source,
+                    "mqtt-cluster:links.mode",
+                    f"{r.stack} runs vernemq: its nodes already form a regional cluster, and VerneMQ refuses to join a node "
+                    "with history (non_empty_node) to another one; cross-region links need emqx",
+                )
     for r in listed:
         if r is primary:
             continue
         if links.mode == "cluster":
-            if r.cfg.brokers.engine != primary.cfg.brokers.engine:
-                raise ConfigError(
-                    source,
-                    "mqtt-cluster:brokers.engine",
-                    f"{r.stack} runs {r.cfg.brokers.engine}, {primary.stack} runs {primary.cfg.brokers.engine}: one cluster needs one engine",
-                )
             if _minor(r.cfg.brokers.effective_version) != _minor(primary.cfg.brokers.effective_version):
                 raise ConfigError(
                     source,

@@ -236,12 +236,22 @@ def test_a_nested_secret_still_meets_the_cross_key_rules(tmp_path, capsys):
 @pytest.mark.parametrize("key", sorted(SECRET_KEYS))
 def test_a_secret_key_in_clear_is_refused_and_encrypted_is_accepted(key):
     with pytest.raises(ConfigError) as info:
-        parse({key: "plain"}, stack="s", source="stacks/Pulumi.s.yaml", region="eu-central-1", secret_keys=set())
+        parse(
+            {key: {"sensor-1": "plain"} if key == "users" else "plain"},
+            stack="s",
+            source="stacks/Pulumi.s.yaml",
+            region="eu-central-1",
+            secret_keys=set(),
+        )
     assert str(info.value) == (
         f"stacks/Pulumi.s.yaml: mqtt-cluster:{key}: is a secret but stored in clear; "
         f"remove it and run `pulumi config set --secret mqtt-cluster:{key} …`"
     )
-    raw = {key: "x", "brokers": {"version": "5.9.0"}} if key == "license" else {key: "x"}
+    raw = {
+        "license": {"license": "x", "brokers": {"version": "5.9.0"}},
+        "jwt_secret": {"jwt_secret": "x", "auth": {"mechanism": "jwt"}},
+        "users": {"users": {"sensor-1": "x"}},
+    }.get(key, {key: "x"})
     parse(raw, stack="s", source="x", region="eu-central-1", secret_keys={key})
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import json
 import os
@@ -18,10 +17,10 @@ from components.links import load_region
 from components.load_balancer import LoadBalancer
 from components.local_cluster import container_name, local_proxy_settings
 from components.renderers.nodes import node_specs, seed
-from components.renderers.proxy import Backend, haproxy_cfg, nginx_conf
+from components.renderers.proxy import haproxy_cfg, nginx_conf
 from components.renderers.scripts import node_script
 from tests.conftest import ROOT, plan_of
-from tests.harness import Lab, connect_once, free_port, make_certs
+from tests.harness import Lab, broker_listeners, connect_once, free_port, make_certs
 
 CONTAINER = "docker:index/container:Container"
 VOLUME = "docker:index/volume:Volume"
@@ -70,7 +69,7 @@ def test_brokers_are_containers_with_restart_always_named_volumes_and_fixed_addr
         assert ip in subnet and ip not in dynamic, "fixed addresses stay out of Docker's dynamic range"
         addresses.add(ip)
         assert i["hostname"] in net["aliases"], "the node name resolves on the Docker network"
-        assert i["healthcheck"]["tests"][-2:] == ["ctl", "status"]
+        assert i["healthcheck"]["tests"][0] == "CMD-SHELL" and "is started" in i["healthcheck"]["tests"][1]
         assert {"name": "nofile", "soft": 1048576, "hard": 1048576} in i["ulimits"]
     assert len(addresses) == 3 and len(volumes) == 3
 
@@ -97,7 +96,7 @@ def test_generated_secrets_are_secret_in_the_container_environment(program):
     assert plan.outputs["dashboard_password"] == "[secret]"
     # Generated when the stack supplies none, as random passwords marked secret.
     generated = plan_of("local").of_type("random:index/randomPassword:RandomPassword")
-    assert {r.name for r in generated} == {"secrets-cookie", "secrets-dashboard-password"}
+    assert {r.name for r in generated} == {"secrets-cookie", "secrets-dashboard-password", "auth-salt-key", "auth-demo-password"}
     assert next(r for r in generated if r.name == "secrets-cookie").inputs["special"] is False
 
 
@@ -109,16 +108,26 @@ def test_joins_run_the_shared_script_through_docker_exec_and_wait_only_for_the_s
     joins = {r.name: r for r in plan.of_type(LOCAL_CMD) if r.name.startswith("local-join-")}
     assert sorted(joins) == ["local-join-emqx-2", "local-join-emqx-3"]
     containers = {r.name: r for r in plan.of_type(CONTAINER)}
-    aws_scripts = {r.name: r.inputs["stdin"] for r in plan_of("dev").of_type("command:remote:Command")}
+    aws_scripts = {r.name: r.inputs["stdin"] for r in plan_of("dev").of_type("command:remote:Command") if r.name.startswith("join-")}
     for node in nodes[1:]:
         j = joins[f"local-join-{node.host}"]
-        expected = node_script("emqx", node, first, container=container_name(cfg, node.host), local_wait=300, join_wait=300)
+        expected = node_script(
+            "emqx",
+            node,
+            first,
+            container=container_name(cfg, node.host),
+            seed_container=container_name(cfg, first.host),
+            local_wait=300,
+            join_wait=300,
+        )
         assert j.inputs["stdin"] == expected
         assert j.inputs["create"] == "bash -s -- join" and j.inputs["delete"] == "bash -s -- leave"
         assert f"BROKER_EXEC=${{BROKER_EXEC:-'docker exec mqtt-cluster-local-{node.host}'}}" in expected
-        # The same template as the EC2 hosts': only the exec prefix and the waits differ.
+        # A stopped node is removed by the seed: the same Docker engine reaches it.
+        assert f"SEED_EXEC=${{SEED_EXEC:-'docker exec mqtt-cluster-local-{first.host}'}}" in expected
+        # The same template as the EC2 hosts': only the exec prefixes and the waits differ.
         aws = aws_scripts[f"join-{node.host}"]
-        normalise = lambda s: re.sub(r"(BROKER_EXEC|LOCAL_WAIT|JOIN_WAIT)=.*", r"\1", s).replace(".local.", ".X.").replace(".dev.", ".X.")  # noqa: E731
+        normalise = lambda s: re.sub(r"(BROKER_\w+|SEED_EXEC|\w+_WAIT)=.*", r"\1", s).replace(".local.", ".X.").replace(".dev.", ".X.")  # noqa: E731
         assert normalise(expected) == normalise(aws)
         own, seed_c = containers[f"local-{node.host}"], containers[f"local-{first.host}"]
         assert set(j.dependencies) == {own.urn, seed_c.urn}
@@ -200,43 +209,25 @@ def test_local_proxy_config_passes_the_real_tool(kind, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["nginx", "haproxy"])
-def test_local_proxy_settings_carry_tls_and_plain_mqtt_to_real_brokers(kind, tmp_path):
-    """The local proxy's settings, pointed at loopback brokers: TLS and plain 1883 both reach them."""
-    cfg = local_cfg(proxy=kind)
+def test_local_proxy_config_as_shipped_carries_tls_and_plain_mqtt_to_real_brokers(kind, tmp_path, program):
+    """The local stack's proxy config as the plan ships it (only addresses and paths localised), in
+    front of real brokers whose listeners take the PROXY header exactly as the local emqx.conf says."""
+    local = dict(load_region("local", source="x", key="x").cfg.local_settings.__dict__, proxy=kind)
+    plan = plan_of("local") if kind == "nginx" else program("local", local=local)
+    text = plan.files[("proxy", f"{'nginx.conf' if kind == 'nginx' else 'haproxy.cfg'}")]
+    listeners = broker_listeners(plan.files, "emqx-1")
+    assert listeners == (False, False), "the local stack runs without PROXY protocol"
     certs = make_certs(tmp_path / "certs")
-    port = free_port("127.0.0.2")
     with Lab(tmp_path) as lab:
-        brokers = lab.start_brokers(["127.0.0.2", "127.0.0.3"], port)
-        base = lab.settings(certs, [Backend(f"b{i}", b.host, b.port, b.ws_port) for i, b in enumerate(brokers)])
-        local = local_proxy_settings(cfg, node_specs(cfg))
-        s = dataclasses.replace(
-            local,
-            backends=base.backends,
-            listen=base.listen,
-            cert=base.cert,
-            key=base.key,
-            pem=base.pem,
-            pid=base.pid,
-            error_log=base.error_log,
-            access_log=base.access_log,
-            modules=base.modules,
-            user=None,
-            resolver=None,
-            maxconn=base.maxconn,  # the container allows 65536 files; this machine 20000
-            mqtts_port=free_port(),
-            plain_port=free_port(),
-            wss_port=free_port(),
-        )
-        lab.start_proxy(kind, s)
-        assert all(connect_once("127.0.0.1", s.mqtts_port, certs["ca"], f"tls-{i}") for i in range(10))
-        import paho.mqtt.client as mqtt
-
-        ok = 0
-        for i in range(10):
-            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"plain-{i}")
-            ok += c.connect("127.0.0.1", s.plain_port, keepalive=30) == 0
-            c.disconnect()
-        assert ok == 10
+        lab.start_brokers(["127.0.0.2", "127.0.0.3", "127.0.0.4"], free_port("127.0.0.2"), listeners=listeners)
+        proxy = lab.start_shipped_proxy(kind, text, certs)
+        tls_port, plain_port = proxy.ports[8883], proxy.ports[1883]
+        assert all(connect_once("127.0.0.1", tls_port, certs["ca"], f"tls-{i}") for i in range(10))
+        assert all(connect_once("127.0.0.1", plain_port, None, f"plain-{i}") for i in range(10))
+        arrivals = [a for b in lab.brokers for a in b.mqtt_shim.arrivals]
+        assert sum(a.relayed for a in arrivals) >= 20
+        # (the readiness probe of the plain port connects and closes: "closed by the client")
+        assert not [a for a in arrivals if a.dropped not in (None, "closed by the client")], arrivals
 
 
 def test_vernemq_local_stack_uses_discovery_env_and_the_status_page(program):
@@ -247,7 +238,7 @@ def test_vernemq_local_stack_uses_discovery_env_and_the_status_page(program):
     assert not any(e.startswith("DOCKER_VERNEMQ_DISCOVERY_NODE=") for e in seed_env)
     assert "DOCKER_VERNEMQ_DISCOVERY_NODE=vernemq-1.local.mqtt.internal" in other_env
     assert all(b.inputs["volumes"][0]["containerPath"] == "/vernemq/data" for b in brokers)
-    assert all("uploads" not in b.inputs or not b.inputs["uploads"] for b in brokers)
+    assert all(not any(u["file"].endswith("emqx.conf") for u in b.inputs.get("uploads") or []) for b in brokers)
     assert brokers[0].inputs["ports"] == [{"internal": 8888, "external": 18083, "ip": "127.0.0.1"}]
     assert plan.outputs["status_url"] == "http://localhost:18083/status"
     assert "dashboard_url" not in plan.outputs

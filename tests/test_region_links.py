@@ -9,6 +9,7 @@ import itertools
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pulumi
@@ -189,7 +190,11 @@ def test_latency_records_with_health_checks_over_each_regional_endpoint():
     for s in PROD:
         cert = plan_of(s).of_type("aws:acm/certificate:Certificate")[0]
         assert cert.inputs["subjectAlternativeNames"] == ["mqtt.example.com"]
-        assert len([r for r in plan_of(s).of_type(RECORD) if "cert-validation" in r.name]) == 2
+        # The shared name's validation record has one owner (the primary); the others wait for it.
+        owned = 2 if s == "prod-eu-central-1" else 1
+        assert len([r for r in plan_of(s).of_type(RECORD) if "cert-validation" in r.name]) == owned
+        (valid,) = plan_of(s).of_type("aws:acm/certificateValidation:CertificateValidation")
+        assert len(valid.inputs["validationRecordFqdns"]) == 2
 
 
 def test_bridge_mode_peers_without_opening_cluster_ports_and_loads_bridges_on_each_seed(program):
@@ -223,7 +228,10 @@ def test_bridge_configuration_parses_and_never_forwards_what_a_bridge_delivered(
     conf = ConfigFactory.parse_string(bridge_hocon("a", peers, ["plant/#"]))
     assert set(conf["connectors"]["mqtt"]) == {"to-b", "to-c"}
     c = conf["connectors"]["mqtt"]["to-c"]
-    assert c["ssl"]["verify"] == "verify_peer" and c["ssl"]["cacertfile"].endswith("/c-ca.pem")
+    # `conf load` applies cluster-wide: the CA travels inline (every node's connector pre-update check
+    # saves it: emqx/emqx v5.8.6 apps/emqx/src/emqx_tls_lib.erl:381-385), never as a seed-only file path.
+    assert c["ssl"]["verify"] == "verify_peer" and c["ssl"]["cacertfile"] == peers[1].ca_pem
+    assert "/opt/emqx/data" not in bridge_hocon("a", peers, ["plant/#"])
     assert conf["connectors"]["mqtt"]["to-b"]["ssl"]["cacertfile"] == "/etc/ssl/certs/ca-certificates.crt"
     assert c["clientid_prefix"] == "mqtt-bridge-a-"
     rule = conf["rule_engine"]["rules"]["to_c"]
@@ -249,11 +257,13 @@ def test_the_bridge_script_loads_and_verifies_through_the_fake_cli(tmp_path):
     assert proc.returncode == 0, proc.stderr
     calls = json.loads(state.read_text())["calls"]
     assert "exec broker emqx ctl conf load --merge /opt/emqx/data/bridges/links.hocon" in calls
-    assert (tmp_path / "data" / "bridges" / "b-ca.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
-    # A rejected load fails the command with the broker's words.
+    assert not list((tmp_path / "data" / "bridges").glob("*.pem")), "no CA file on the seed only"
+    # A rejected load exits 1 with "Can't merge the new configurations!" (emqx/emqx v5.8.6
+    # apps/emqx_conf/src/emqx_conf_cli.erl:505-524, bin/nodetool:154): the command fails with the broker's words.
     state.write_text(json.dumps({"self": "emqx@a", "seed": "emqx@a", "data_dir": str(tmp_path / "data"), "conf_load_fails": True}))
     proc = subprocess.run(["bash", str(script), "apply"], env=env, capture_output=True, text=True, timeout=30)
-    assert proc.returncode != 0 and "not loaded" in proc.stderr
+    assert proc.returncode != 0
+    assert "failed (exit 1): Can't merge the new configurations! Root key: connectors Reason: {cluster_rpc_failed" in proc.stderr
 
 
 # --- validation: one line naming both stacks and the key --------------------------------------------
@@ -295,12 +305,12 @@ def test_two_stacks_in_one_region_are_a_region_linked_to_itself(tmp_path):
         _global(["a", "a"])
 
 
-def test_engine_version_and_cookie_mismatches_in_cluster_mode(tmp_path):
+def test_vernemq_version_and_cookie_mismatches_in_cluster_mode(tmp_path):
     _write(tmp_path, "a", "eu-west-1", "10.1.0.0/16")
     _write(tmp_path, "v", "us-west-2", "10.2.0.0/16", engine="vernemq", accept_eula=True, cluster_with="a")
     _write(tmp_path, "old", "us-west-2", "10.3.0.0/16", version="5.7.2", cluster_with="a")
     _write(tmp_path, "own", "us-west-2", "10.4.0.0/16")
-    with pytest.raises(ConfigError, match=r"brokers.engine: v runs vernemq, a runs emqx: one cluster needs one engine"):
+    with pytest.raises(ConfigError, match=r"links.mode: v runs vernemq: its nodes already form a regional cluster"):
         check(_global(["a", "v"], mode="cluster"), "x", tmp_path)
     with pytest.raises(ConfigError, match=r"brokers.version: old runs 5.7.2, a runs 5.8.6"):
         check(_global(["a", "old"], mode="cluster"), "x", tmp_path)
@@ -308,6 +318,14 @@ def test_engine_version_and_cookie_mismatches_in_cluster_mode(tmp_path):
         check(_global(["a", "own"], mode="cluster"), "x", tmp_path)
     # In bridge mode separate cookies are the point.
     assert set(check(_global(["a", "own"], mode="bridge"), "x", tmp_path)) == {"a", "own"}
+
+
+def test_vernemq_regions_cannot_form_one_cross_region_cluster(tmp_path):
+    # Two VerneMQ regions: each is a cluster already; a node with history cannot join another.
+    _write(tmp_path, "v1", "eu-west-1", "10.1.0.0/16", engine="vernemq", accept_eula=True)
+    _write(tmp_path, "v2", "us-west-2", "10.2.0.0/16", engine="vernemq", accept_eula=True, cluster_with="v1")
+    with pytest.raises(ConfigError, match=r"mqtt-cluster:links.mode: v1 runs vernemq: .*non_empty_node"):
+        check(_global(["v1", "v2"], mode="cluster"), "x", tmp_path)
 
 
 def test_a_stack_that_does_not_exist_is_refused_before_any_resource(program, monkeypatch):
@@ -327,7 +345,8 @@ def test_the_plan_tool_prints_one_line_for_a_cross_stack_problem(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tools.plan", "g", "--config-file", str(bad)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip() == (
-        f"{bad}: mqtt-cluster:brokers.engine: vernemq runs vernemq, prod-us-east-1 runs emqx: one cluster needs one engine"
+        f"{bad}: mqtt-cluster:links.mode: vernemq runs vernemq: its nodes already form a regional cluster, and VerneMQ refuses "
+        "to join a node with history (non_empty_node) to another one; cross-region links need emqx"
     )
 
 
@@ -368,3 +387,64 @@ def test_private_route_tables_carry_no_inline_routes_so_peering_routes_survive_r
     assert tables and all(not t.inputs.get("routes") for t in tables)
     defaults = [r for r in plan.of_type(ROUTE) if r.inputs["destinationCidrBlock"] == "0.0.0.0/0"]
     assert len(defaults) == 4  # three private tables through their zone's NAT, one public through the IGW
+
+
+def _bridge_env(tmp_path: Path, state: dict, **extra) -> tuple[dict, Path]:
+    state_file = tmp_path / "state.json"
+    state_file.write_text(json.dumps({"self": "emqx@a", "seed": "emqx@a", "data_dir": str(tmp_path / "data"), **state}))
+    env = {
+        "PATH": f"{Path(__file__).parent / 'fakes'}:/usr/bin:/bin",
+        "FAKE_STATE": str(state_file),
+        "BRIDGE_DIR": str(tmp_path / "data" / "bridges"),
+        **extra,
+    }
+    return env, state_file
+
+
+def test_the_bridges_of_a_removed_peer_are_disabled_and_the_others_kept(tmp_path):
+    # `conf load --merge` never deletes (emqx/emqx v5.8.6 apps/emqx_conf/src/emqx_conf_cli.erl:444): the
+    # script finds our rules of peers no longer linked in `emqx ctl rules list` and loads them disabled.
+    from components.renderers.bridges import bridge_script
+
+    pem = "-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n"
+    before = tmp_path / "before.sh"
+    before.write_text(
+        bridge_script("a", [Peer("b", "mqtt-b.example.com", pem), Peer("c-1", "mqtt-c.example.com", None)], ["#"], container="broker")
+    )
+    after = tmp_path / "after.sh"
+    after.write_text(bridge_script("a", [Peer("b", "mqtt-b.example.com", pem)], ["#"], container="broker"))
+    assert subprocess.run(["shellcheck", "-S", "style", str(after)], capture_output=True).returncode == 0
+    env, state_file = _bridge_env(tmp_path, {})
+    for script in (before, after):
+        proc = subprocess.run(["bash", str(script), "apply"], env=env, capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+    conf = json.loads(state_file.read_text())["conf"]
+    assert conf["connectors.mqtt.to-b"]["enable"] == "true"
+    assert conf["actions.mqtt.to-b"]["enable"] == "true"
+    assert conf["rule_engine.rules.to_b"]["enable"] == "true"
+    assert conf["connectors.mqtt.to-c-1"]["enable"] == "false"
+    assert conf["actions.mqtt.to-c-1"]["enable"] == "false"
+    assert conf["rule_engine.rules.to_c_1"]["enable"] == "false"
+    assert 'server = "mqtt-c.example.com:8883"' in conf["connectors.mqtt.to-c-1"]["body"]
+    assert "disabling the bridge to c-1 (mqtt-c.example.com:8883): no longer linked" in proc.stderr
+    # The disabled file is valid HOCON naming only the removed peer.
+    from pyhocon import ConfigFactory
+
+    stale = ConfigFactory.parse_file(str(tmp_path / "data" / "bridges" / "links-stale.hocon"))
+    assert list(stale["connectors"]["mqtt"]) == ["to-c-1"] and list(stale["rule_engine"]["rules"]) == ["to_c_1"]
+    assert stale["rule_engine"]["rules"]["to_c_1"]["actions"] == ["mqtt:to-c-1"]
+    # A second run finds nothing more to disable.
+    proc = subprocess.run(["bash", str(after), "apply"], env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and "disabling" not in proc.stderr
+
+
+def test_a_hung_conf_load_is_bounded(tmp_path):
+    from components.renderers.bridges import bridge_script
+
+    script = tmp_path / "bridges.sh"
+    script.write_text(bridge_script("a", [Peer("b", "mqtt-b.example.com", None)], ["#"], container="broker"))
+    env, _ = _bridge_env(tmp_path, {"hang": {"emqx ctl conf load": 25}}, CLI_TIMEOUT="1")
+    t0 = time.monotonic()
+    proc = subprocess.run(["bash", str(script), "apply"], env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0 and "timed out after 1s" in proc.stderr
+    assert time.monotonic() - t0 < 8

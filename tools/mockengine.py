@@ -229,8 +229,10 @@ class ProgramMocks(pmocks.Mocks):
                 state["publicIp"] = f"203.0.113.{n}"
         elif t == "aws:ec2/eip:Eip":
             state["publicIp"] = f"198.51.100.{int(_short_hash(rid, n=2), 16) % 250 + 1}"
-        elif t in ("aws:lb/loadBalancer:LoadBalancer", "aws:elb/loadBalancer:LoadBalancer"):
-            state.update(dnsName=f"{name}-{_short_hash(rid, n=10)}.elb.{region}.amazonaws.com", zoneId="Z26RNL4JYFTOTI")
+        elif t == "aws:lb/loadBalancer:LoadBalancer":  # NLB: <name>-<16 hex>.elb.<region>.amazonaws.com
+            state.update(dnsName=f"{state['name']}-{_short_hash(rid, n=16)}.elb.{region}.amazonaws.com", zoneId="Z26RNL4JYFTOTI")
+        elif t == "aws:elb/loadBalancer:LoadBalancer":  # classic: <name>-<digits>.<region>.elb.amazonaws.com
+            state.update(dnsName=f"{state['name']}-{int(_short_hash(rid, n=8), 16)}.{region}.elb.amazonaws.com", zoneId="Z26RNL4JYFTOTI")
         elif t == "aws:route53/zone:Zone":
             rid = f"Z0{_short_hash(rid, n=18).upper()}"
             state.update(zoneId=rid, nameServers=["ns-1.awsdns-01.org"])
@@ -510,6 +512,13 @@ def run_program(
     depends_on = _ExplicitDependsOn()
     monitor = RecordingMonitor(mocks, depends_on)
     psettings.set_root_resource(None)
+    # A program that raised leaves its outstanding RPCs and output tasks behind; they belong to no
+    # later run (else the next plan re-raises the old error).
+    psettings._get_rpc_manager().clear()  # noqa: SLF001
+    with psettings.SETTINGS.lock:
+        for task in psettings.SETTINGS.outputs:
+            task.cancel()
+        psettings.SETTINGS.outputs.clear()
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor, organization="organization")
     psettings.set_root_resource(None)  # Stack() below makes the real root, as the language host does
     pulumi.runtime.set_all_config(config, secret_keys or [])

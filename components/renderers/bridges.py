@@ -12,11 +12,18 @@ from dataclasses import dataclass
 
 from components import config as c
 from components.renderers import render
+from components.renderers.scripts import CLI_TIMEOUT
 
 BRIDGE_CLIENT_PREFIX = "mqtt-bridge-"
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+"""In the image on every node: emqx/emqx v5.8.6 deploy/docker/Dockerfile:53 installs ca-certificates."""
 CONTAINER_DIR = "/opt/emqx/data/bridges"
 """Where the files appear inside the broker container (the data volume)."""
+NAME_PREFIX = "to-"
+"""Connector and action names: NAME_PREFIX + the peer's stack."""
+DESCRIBE = "forward local publishes to "
+"""How our rules begin their description: the script finds the bridges of removed peers by it in
+`emqx ctl rules list` (emqx/emqx v5.8.6 apps/emqx_rule_engine/src/emqx_rule_engine_cli.erl:57-59)."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,11 @@ class Peer:
 
     @property
     def name(self) -> str:
-        return f"to-{self.stack}"
+        return f"{NAME_PREFIX}{self.stack}"
+
+    @property
+    def server(self) -> str:
+        return f"{self.host}:{c.MQTTS_PORT}"
 
 
 def rule_sql(topics: list[str]) -> str:
@@ -38,16 +49,17 @@ def rule_sql(topics: list[str]) -> str:
     return f"SELECT * FROM {sources} WHERE regex_match(clientid, '^{BRIDGE_CLIENT_PREFIX}') = false"  # noqa: S608
 
 
-def bridge_hocon(self_stack: str, peers: list[Peer], topics: list[str], enable: bool = True) -> str:
+def bridge_hocon(self_stack: str, peers: list[Peer], topics: list[str], enable: bool = True, stale: bool = False) -> str:
+    """The bridges to ``peers``; ``stale``: the template that disables one removed peer's bridge."""
     return render(
         "bridges.hocon.j2",
         self_stack=self_stack,
         peers=peers,
+        stale=stale,
         enable="true" if enable else "false",
         sql=json.dumps(rule_sql(topics)),
-        port=c.MQTTS_PORT,
         prefix=BRIDGE_CLIENT_PREFIX,
-        cadir=CONTAINER_DIR,
+        describe=DESCRIBE,
         system_ca=SYSTEM_CA_BUNDLE,
         json=json.dumps,
     )
@@ -61,6 +73,10 @@ def bridge_script(self_stack: str, peers: list[Peer], topics: list[str], contain
         peers=peers,
         hocon=bridge_hocon(self_stack, peers, topics),
         disable_hocon=bridge_hocon(self_stack, peers, topics, enable=False),
+        stale_hocon=bridge_hocon(self_stack, [], topics, stale=True),
         exec_prefix=f"docker exec {container}",
         cadir=CONTAINER_DIR,
+        name_prefix=NAME_PREFIX,
+        describe=DESCRIBE,
+        cli_timeout=CLI_TIMEOUT,
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from components.renderers import render
+from components.renderers import broker, render
 
 # Kernel settings for many long-lived connections, from what operators learned by hand. Left out
 # on purpose: tcp_tw_recycle (removed from Linux, broke clients behind NAT) and a port range
@@ -60,6 +60,9 @@ def dump(doc: dict[str, Any]) -> str:
 
 
 def broker_start_script(**values: Any) -> str:
+    # VerneMQ: the container first writes the secret cookie into the image's vm.args (see
+    # broker.VERNEMQ_COOKIE_STEP); EMQX runs the image's own command.
+    values.setdefault("command", broker.vernemq_command() if values.get("engine") == "vernemq" else [])
     return render("broker-start.sh.j2", **values)
 
 
