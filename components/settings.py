@@ -46,11 +46,26 @@ def _raw_project_config() -> dict[str, object]:
     return raw
 
 
+def _secret_keys() -> set[str]:
+    """Unprefixed keys the engine marks secret: their stored value holds ciphertext (the CLI sends
+    Map.SecureKeys(), # pulumi/pulumi v3.259.0 pkg/resource/deploy/source_eval.go:223; the SDK
+    answers is_config_secret from that list)."""
+    prefix = f"{PROJECT}:"
+    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    return {k[len(prefix) :] for k in keys if k.startswith(prefix) and runtime_config.is_config_secret(k)}
+
+
 def load() -> StackConfig:
     stack = pulumi.get_stack()
     source = source_name(stack)
     try:
-        return parse(_raw_project_config(), stack=stack, source=source, region=pulumi.Config("aws").get("region"))
+        return parse(
+            _raw_project_config(),
+            stack=stack,
+            source=source,
+            region=pulumi.Config("aws").get("region"),
+            secret_keys=_secret_keys(),
+        )
     except ConfigError as exc:
         raise StackConfigError(exc.source, exc.key, exc.problem) from None
 
