@@ -230,6 +230,16 @@ def test_a_nested_secret_still_meets_the_cross_key_rules(tmp_path, capsys):
     assert "mqtt-cluster:load_balancer.certificate_arn: an ACM certificate cannot be installed on nginx hosts" in capsys.readouterr().err
 
 
+def test_an_encrypted_section_value_used_in_clear_is_reported_not_hidden():
+    from components.settings import clear_use_warnings
+
+    # A nested secret makes the whole section secret; the program carries only SECRET_KEYS as secrets.
+    (warning,) = clear_use_warnings({"load_balancer", "cookie", "users"})
+    assert warning.startswith("mqtt-cluster:load_balancer holds a value set with --secret")
+    assert "state stores them unencrypted" in warning
+    assert clear_use_warnings(set(SECRET_KEYS)) == []
+
+
 # --- 4. Plaintext secrets ----------------------------------------------------------------------
 
 
