@@ -5,8 +5,8 @@ VENV ?= venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 # Debian packages the tests run for real (nginx -t, haproxy -c, mosquitto data plane, shellcheck, cloud-init schema,
-# jq for the workflow scripts).
-APT_PACKAGES := nginx libnginx-mod-stream haproxy mosquitto mosquitto-clients shellcheck cloud-init openssl jq
+# jq for the workflow scripts, promtool from prometheus for the rendered scrape configs).
+APT_PACKAGES := nginx libnginx-mod-stream haproxy mosquitto mosquitto-clients shellcheck cloud-init openssl jq prometheus
 # A local file backend unless the operator points elsewhere; no Pulumi Cloud account needed.
 BACKEND = $${PULUMI_BACKEND_URL:-file://$(CURDIR)/.pulumi-state}
 
@@ -105,6 +105,7 @@ preview up down output pulumi:
 	        echo "     mosquitto_sub --cafile \"\$$CA\" -h localhost -p 8883 -u demo -P \"\$$PW\" -t 'devices/demo/#' -v"; \
 	        echo "     mosquitto_pub --cafile \"\$$CA\" -h localhost -p 8883 -u demo -P \"\$$PW\" -t devices/demo/hello -m hi"; \
 	        echo "dashboard password: make -s output NAME=dashboard_password SHOW_SECRETS=1"; \
+	        echo "grafana: $$("$$pulumi" stack output grafana_url 2>/dev/null) (user admin; password: make -s output NAME=grafana_password SHOW_SECRETS=1)"; \
 	      fi ;; \
 	  down) "$$pulumi" destroy --yes ;; \
 	esac

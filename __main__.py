@@ -12,8 +12,10 @@ from components.images import BrokerImage, BrokerImageArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.local_cluster import LocalCluster, LocalClusterArgs
 from components.network import Network, NetworkArgs
+from components.observability import Observability, ObservabilityArgs
 from components.region_links import RegionLinks, RegionLinksArgs
 from components.renderers.nodes import seed
+from components.renderers.observability import Watched, broker_instance_type
 from components.rollout import ClusterOps, ClusterOpsArgs, OpsTarget
 from components.secrets import ClusterSecrets, ClusterSecretsArgs, LocalSecrets, fingerprint
 from components.security_groups import SecurityGroups, SecurityGroupsArgs
@@ -58,6 +60,7 @@ if cfg.role == "regional":
         DeviceAuthArgs(cfg=cfg, users=users_from_config(), param_prefix=param_prefix, tags=tags, jwt_secret=settings.secret("jwt_secret")),
     )
     deploy_key = DeployKey("deploy", tags)
+    obs = Observability("obs", ObservabilityArgs(cfg=cfg, account_id=account_id, tags=tags))
     built = BrokerImage("image", BrokerImageArgs(cfg=cfg, push_to_ecr=True, tags=tags)) if cfg.brokers.build_image else None
     brokers = BrokerCluster(
         "brokers",
@@ -75,6 +78,7 @@ if cfg.role == "regional":
             image=built.ref if built else None,
             ecr_repository_arn=built.repository_arn if built else None,
             registry=built.registry if built else None,
+            telemetry=obs.hooks("brokers"),
         ),
         opts=pulumi.ResourceOptions(depends_on=[secrets, device_auth]),  # hosts read the parameters at first boot
     )
@@ -106,7 +110,18 @@ if cfg.role == "regional":
             param_prefix=param_prefix,
             account_id=account_id,
             tags=tags,
+            telemetry=obs.hooks("proxies"),
         ),
+    )
+    obs.watch(
+        Watched(
+            brokers=[(n, i.id, broker_instance_type(cfg, n)) for n, i in zip(brokers.nodes, brokers.instances, strict=True)],
+            proxies=[(h, i.id, cfg.load_balancer.proxy_instance_type) for h, i in lb.proxy_instances],
+            nlb=lb.nlb.arn_suffix if lb.nlb else None,
+            target_groups={port: tg.arn_suffix for port, tg in lb.target_groups.items()},
+            elb=lb.elb.name if lb.elb else None,
+            health_checks=[(h, hc.id) for h, hc in lb.health_checks],
+        )
     )
 
     # Joins, leaves and rollout steps: from the deploying machine, through SSM (or SSH via the bastion).
@@ -173,6 +188,10 @@ if cfg.role == "regional":
     pulumi.export("ssh_user", cfg.access.ssh_user)
     if bastion:
         pulumi.export("bastion_ip", bastion.public_ip)
+    pulumi.export("alarm_topic_arn", obs.topic.arn)
+    pulumi.export("log_groups", {role: g.name for role, g in obs.log_groups.items()})
+    if obs.dashboard_url is not None:
+        pulumi.export("dashboard_url", obs.dashboard_url)
 
 if cfg.role == "global":
     links = cfg.links
@@ -241,3 +260,8 @@ if cfg.role == "local":
         pulumi.export("status_url", f"http://{host}:{local.dashboard_port}/status")
     pulumi.export("node_names", [n.node_name for n in cluster.nodes])
     pulumi.export("containers", [b.name for b in cluster.brokers])
+    if cluster.monitoring is not None:
+        pulumi.export("grafana_url", cluster.monitoring.grafana_url)
+        pulumi.export("grafana_user", "admin")
+        pulumi.export("grafana_password", cluster.monitoring.grafana_password)
+        pulumi.export("prometheus_url", cluster.monitoring.prometheus_url)

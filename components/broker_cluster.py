@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -190,6 +191,8 @@ class BrokerClusterArgs:
     """ECR repository of a built image; the hosts get pull access to it."""
     registry: pulumi.Input[str] | None = None
     """ECR registry host the hosts log in to before pulling."""
+    telemetry: Any = None
+    """components.observability.HostHooks: the monitoring agent's files and the role's policy."""
 
 
 class BrokerCluster(pulumi.ComponentResource):
@@ -233,6 +236,9 @@ class BrokerCluster(pulumi.ComponentResource):
             self,
             ecr_repository_arn=args.ecr_repository_arn,
         )
+        self.profile = profile
+        if args.telemetry is not None:
+            aws.iam.RolePolicy(f"{name}-telemetry", role=profile.role, policy=args.telemetry.policy, opts=child)
         image = pulumi.Output.from_input(args.image or cfg.brokers.effective_image)
         registry = pulumi.Output.from_input(args.registry or "")
 
@@ -280,12 +286,16 @@ class BrokerCluster(pulumi.ComponentResource):
             )
             self.start_parameters.append(parameter)
             self.config_hashes.append(start.apply(config_hash))
+            extra = args.telemetry.extras(node) if args.telemetry is not None else None
             user_data = cloud_init.broker_user_data(
                 hostname=node.fqdn,
                 bootstrap=cloud_init.broker_bootstrap_script(
                     node_name=node.node_name, region=region, parameter=start_parameter(args.param_prefix, node.host)
                 ),
+                extra=extra,
             )
+            for path, text in (extra.files if extra is not None else {}).items():
+                hostfiles.put(node.host, path.rsplit("/", 1)[1], text)
             hostfiles.put(node.host, "cloud-init.yaml", user_data)
             instance = aws.ec2.Instance(
                 f"{name}-{node.host}",

@@ -7,6 +7,7 @@ brokers' 1883/8083 inside the VPC, as EMQX's deployment guide recommends.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -49,6 +50,8 @@ class LoadBalancerArgs:
     param_prefix: str
     account_id: str
     tags: dict[str, str]
+    telemetry: Any = None
+    """components.observability.HostHooks for proxy hosts: the monitoring agent and the role's policy."""
 
 
 class LoadBalancer(pulumi.ComponentResource):
@@ -68,6 +71,12 @@ class LoadBalancer(pulumi.ComponentResource):
         self.drain_resources: dict[str, list[pulumi.Resource]] = {n.host: [] for n in args.nodes}
         """Per node host: what registers it with the load balancer."""
         self.addresses: list[pulumi.Output[str]] = []
+        # What the alarms and the dashboard watch (set by whichever front the stack uses).
+        self.nlb: aws.lb.LoadBalancer | None = None
+        self.target_groups: dict[int, aws.lb.TargetGroup] = {}
+        self.elb: aws.elb.LoadBalancer | None = None
+        self.proxy_instances: list[tuple[str, aws.ec2.Instance]] = []
+        self.health_checks: list[tuple[str, aws.route53.HealthCheck]] = []
         kind = self._cfg.load_balancer.kind
         if kind == "nlb":
             self._nlb()
@@ -235,6 +244,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 tags=a.tags,
                 opts=self._child,
             )
+        self.nlb, self.target_groups = nlb, groups
         self._alias(nlb.dns_name, nlb.zone_id)
 
     # --- classic ELB ----------------------------------------------------------------------------
@@ -302,7 +312,8 @@ class LoadBalancer(pulumi.ComponentResource):
                 policy_attributes=[aws.elb.LoadBalancerPolicyPolicyAttributeArgs(name="ProxyProtocol", value="true")],
                 opts=self._child,
             )
-            for port in [x.instance_port for x in listeners]:
+            # One policy per instance port: with plain_mqtt, 1883 and 8883 both forward to 1883.
+            for port in sorted({x.instance_port for x in listeners}):
                 aws.elb.LoadBalancerBackendServerPolicy(
                     f"{n}-proxy-protocol-{port}",
                     load_balancer_name=elb.name,
@@ -310,6 +321,7 @@ class LoadBalancer(pulumi.ComponentResource):
                     policy_names=[pp.policy_name],
                     opts=self._child,
                 )
+        self.elb = elb
         self._alias(elb.dns_name, elb.zone_id)
 
     # --- nginx / haproxy hosts ------------------------------------------------------------------
@@ -351,6 +363,8 @@ class LoadBalancer(pulumi.ComponentResource):
         # Exactly what proxy-start.sh fetches: the TLS pair, and the stats password for haproxy.
         fetched = ["tls-certificate", "tls-private-key"] + (["proxy-stats-password"] if kind == "haproxy" else [])
         profile = instance_profile(f"{n}-{kind}", [f"{a.param_prefix}/{leaf}" for leaf in fetched], region, a.account_id, a.tags, self)
+        if a.telemetry is not None:
+            aws.iam.RolePolicy(f"{n}-{kind}-telemetry", role=profile.role, policy=a.telemetry.policy, opts=self._child)
         settings = self.proxy_settings(cfg, kind, a.nodes)
         conf_path = "/etc/nginx/nginx.conf" if kind == "nginx" else "/etc/haproxy/haproxy.cfg"
         conf = nginx_conf(settings) if kind == "nginx" else haproxy_cfg(settings)
@@ -364,10 +378,14 @@ class LoadBalancer(pulumi.ComponentResource):
                 extra_files={conf_path: conf, "/usr/local/sbin/mqtt-proxy-start": start, **device_ca_files(cfg)},
                 packages=packages,
                 runcmd=[["chmod", "0755", "/usr/local/sbin/mqtt-proxy-start"], ["/usr/local/sbin/mqtt-proxy-start"]],
+                extra=a.telemetry.extras(host) if a.telemetry is not None else None,
             )
             hostfiles.put(host, "cloud-init.yaml", user_data)
             hostfiles.put(host, conf_path.rsplit("/", 1)[1], conf)
             hostfiles.put(host, "mqtt-proxy-start", start)
+            if a.telemetry is not None:
+                for path, text in a.telemetry.extras(host).files.items():
+                    hostfiles.put(host, path.rsplit("/", 1)[1], text)
             inst = aws.ec2.Instance(
                 f"{n}-{host}",
                 ami=amazon_linux_ami(instance_arch(lb.proxy_instance_type), cfg.region),
@@ -384,6 +402,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 tags={**a.tags, "Name": host, "Role": "proxy"},
                 opts=pulumi.ResourceOptions(parent=self, ignore_changes=ami_changes(cfg, host)),
             )
+            self.proxy_instances.append((host, inst))
             aws.ec2.EipAssociation(f"{n}-{host}-eip-assoc", allocation_id=eips[i].allocation_id, instance_id=inst.id, opts=self._child)
             if lb.domain and lb.hosted_zone_id:
                 check = aws.route53.HealthCheck(
@@ -396,6 +415,7 @@ class LoadBalancer(pulumi.ComponentResource):
                     tags={**a.tags, "Name": host},
                     opts=self._child,
                 )
+                self.health_checks.append((host, check))
                 aws.route53.Record(
                     f"{n}-{host}-record",
                     zone_id=lb.hosted_zone_id,

@@ -19,6 +19,7 @@ import pulumi_docker as docker
 from components import auth, hostfiles
 from components import config as c
 from components.config import StackConfig
+from components.observability import local_monitoring
 from components.renderers import broker as br
 from components.renderers.nodes import NodeSpec, node_specs, seed
 from components.renderers.proxy import Backend, ProxySettings, haproxy_cfg, nginx_conf
@@ -218,6 +219,9 @@ class LocalCluster(pulumi.ComponentResource):
             # nginx resolves the broker names once, at start: they must exist by then.
             opts=pulumi.ResourceOptions(parent=self, depends_on=self.brokers),
         )
+
+        # Prometheus and Grafana over the brokers (components/observability.py).
+        self.monitoring = local_monitoring(self, name, cfg, network.name, self.nodes, self.brokers, labels)
 
         # Joins: the EC2 hosts' script, through `docker exec`, one command per non-seed node.
         env = {"DOCKER_HOST": args.docker_host} if args.docker_host else None

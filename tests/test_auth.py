@@ -341,7 +341,9 @@ def test_no_password_hash_or_jwt_key_in_user_data_files_inputs_or_outputs(stack,
         assert users and all(u["content"] == "[secret]" for u in users)
         assert plan.outputs["demo_password"] == "[secret]" and plan.outputs["demo_username"] == "demo"
         if extra:
-            brokers = [c for c in plan.of_type("docker:index/container:Container") if "proxy" not in c.name]
+            brokers = [
+                c for c in plan.of_type("docker:index/container:Container") if not c.name.endswith(("-proxy", "-prometheus", "-grafana"))
+            ]
             assert all("[secret]" in c.inputs["envs"] for c in brokers)
     else:
         p = params[f"/mqtt-cluster/{stack}/auth-users"]

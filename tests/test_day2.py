@@ -204,9 +204,9 @@ def test_a_version_bump_replaces_no_host_and_rolls_every_node(tmp_path, stack, v
 
 def test_scaling_out_three_to_five_touches_no_existing_node(tmp_path):
     rows = _view("dev", None, _stack_variant(tmp_path, "five", count=5))
-    others = [r for r in rows if r["action"] != "create"]
     # Only the existing nodes' start parameters change (their static seed list, read at a node's
-    # first start): no host, no join, no rollout step, no restart.
+    # first start): no host, no join, no rollout step, no restart. Monitoring follows the node list.
+    others = [r for r in rows if r["action"] != "create" and not r["type"].startswith("aws:cloudwatch/")]
     assert sorted((r["action"], r["name"], tuple(r["inputs"])) for r in others) == [
         ("update", f"brokers-emqx-{i}-start", ("insecureValue",)) for i in (1, 2, 3)
     ], others
@@ -279,3 +279,13 @@ def test_local_version_bump_replaces_the_containers_and_keeps_their_data_volumes
     assert [acted.get(f"local-emqx-{i}") for i in (1, 2, 3)] == ["replace"] * 3, "a new image is a new container"
     assert not [r for r in rows if r["type"] == "docker:index/volume:Volume"], "the data volumes stay"
     assert "local-proxy" not in acted, "an ordering edge alone changes nothing"
+
+
+def test_retain_data_on_scale_in_forgets_the_removed_volumes_instead_of_deleting_them(tmp_path):
+    base = _stack_variant(tmp_path, "five", count=5, retain_data_on_scale_in=True)
+    head = _stack_variant(tmp_path, "three", count=3, retain_data_on_scale_in=True)
+    rows = {r["name"]: r["action"] for r in _view("dev", base, head)}
+    assert rows["brokers-emqx-4-data"] == rows["brokers-emqx-5-data"] == "forget"
+    assert rows["brokers-emqx-4"] == "delete" and rows["ops-member-emqx-4"] == "delete"
+    plain = {r["name"]: r["action"] for r in _view("dev", _stack_variant(tmp_path, "five2", count=5), None)}
+    assert plain["brokers-emqx-4-data"] == "delete"

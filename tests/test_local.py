@@ -29,7 +29,7 @@ FAKES = Path(__file__).parent / "fakes"
 
 
 def brokers_of(plan):
-    return [r for r in plan.of_type(CONTAINER) if not r.name.endswith("-proxy")]
+    return [r for r in plan.of_type(CONTAINER) if not r.name.endswith(("-proxy", "-prometheus", "-grafana"))]
 
 
 def proxy_of(plan):
@@ -79,6 +79,9 @@ def test_only_the_proxy_and_the_seed_dashboard_are_published_and_only_on_loopbac
     published = {r.name: r.inputs.get("ports", []) for r in plan.of_type(CONTAINER)}
     assert sorted((p["internal"], p["external"]) for p in published.pop("local-proxy")) == [(1883, 1883), (8084, 8084), (8883, 8883)]
     assert published.pop("local-emqx-1") == [{"internal": 18083, "external": 18083, "ip": "127.0.0.1"}]
+    # Monitoring (tests/test_observability.py): Prometheus and Grafana, on loopback too.
+    assert published.pop("local-prometheus") == [{"internal": 9090, "external": 9090, "ip": "127.0.0.1"}]
+    assert published.pop("local-grafana") == [{"internal": 3000, "external": 3000, "ip": "127.0.0.1"}]
     assert all(ports == [] for ports in published.values()), published
     assert all(p["ip"] == "127.0.0.1" for p in proxy_of(plan).inputs["ports"])
 
@@ -96,7 +99,13 @@ def test_generated_secrets_are_secret_in_the_container_environment(program):
     assert plan.outputs["dashboard_password"] == "[secret]"
     # Generated when the stack supplies none, as random passwords marked secret.
     generated = plan_of("local").of_type("random:index/randomPassword:RandomPassword")
-    assert {r.name for r in generated} == {"secrets-cookie", "secrets-dashboard-password", "auth-salt-key", "auth-demo-password"}
+    assert {r.name for r in generated} == {
+        "secrets-cookie",
+        "secrets-dashboard-password",
+        "auth-salt-key",
+        "auth-demo-password",
+        "local-grafana-password",
+    }
     assert next(r for r in generated if r.name == "secrets-cookie").inputs["special"] is False
 
 

@@ -144,7 +144,9 @@ def test_up_with_docker_runs_the_local_stack_on_the_file_backend(rig):
     proc = rig.make("up")
     assert proc.returncode == 0, proc.stderr
     calls = [c["args"] for c in rig.calls("pulumi.log")]
-    assert calls == [["stack", "select", "--create", "local"], ["up", "--yes"], ["stack", "output"]]
+    # The last call reads the Grafana URL for the closing hint (observability on the local stack).
+    assert calls == [["stack", "select", "--create", "local"], ["up", "--yes"], ["stack", "output"], ["stack", "output", "grafana_url"]]
+    assert "make -s output NAME=grafana_password SHOW_SECRETS=1" in proc.stdout
     assert {c["backend"] for c in rig.calls("pulumi.log")} == {f"file://{ROOT}/.pulumi-state"}
     assert "make -s output NAME=ca_file" in proc.stdout
     assert "pulumi stack output" not in proc.stdout

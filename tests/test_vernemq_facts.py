@@ -39,7 +39,7 @@ def _local_plan(program, **brokers):
 
 
 def _containers(plan):
-    return sorted((r for r in plan.of_type(CONTAINER) if not r.name.endswith("-proxy")), key=lambda r: r.name)
+    return sorted((r for r in plan.of_type(CONTAINER) if not r.name.endswith(("-proxy", "-prometheus", "-grafana"))), key=lambda r: r.name)
 
 
 def _env_of_file(text: str) -> dict[str, str]:

@@ -4,7 +4,8 @@
 
 Base: the stack file (or --base-config), head: --head-config. Resources are matched by URN; a
 changed resource is replaced when a changed input is in REPLACE_ON for its type, else updated.
-Dependency-only changes do nothing. Secrets are "[secret]" in both plans.
+Dependency-only changes do nothing; ignore_changes inputs are kept; a removed resource with
+retain_on_delete is forgotten, not deleted (options from the offline plan). Secrets are "[secret]".
 """
 
 from __future__ import annotations
@@ -79,12 +80,15 @@ def actions(base: mockengine.Plan, head: mockengine.Plan) -> list[dict[str, Any]
             rows.append({"action": "create", "type": n.type, "name": n.name, "inputs": []})
             continue
         if n is None:
-            rows.append({"action": "delete", "type": o.type, "name": o.name, "inputs": [], "dependencies": o.dependencies})
+            # retain_on_delete: Pulumi forgets the resource, the cloud keeps it
+            action = "forget" if o.options.get("retainOnDelete") else "delete"
+            rows.append({"action": action, "type": o.type, "name": o.name, "inputs": [], "dependencies": o.dependencies})
             continue
         changed = diff_inputs(old_in[urn], new_in[urn])
-        if not changed:
+        ignored = set(n.options.get("ignoreChanges", []))  # the engine keeps the old value of these
+        tops = {path.split(".")[0].split("[")[0] for path, _, _ in changed} - ignored
+        if not tops:
             continue
-        tops = {path.split(".")[0].split("[")[0] for path, _, _ in changed}
         forcing = tops & REPLACE_ON.get(n.type, set())
         if n.type == INSTANCE and "userData" in forcing and not n.inputs.get("userDataReplaceOnChange"):
             forcing.discard("userData")
@@ -136,13 +140,13 @@ def _follow_replacements(rows: list[dict[str, Any]], new: dict[str, mockengine.R
                 row["inputs"] = sorted({*row["inputs"], cause})
             changed = True
     order = {r.name: i for i, r in enumerate(new.values())}
-    return sorted(rows, key=lambda r: (r["action"] == "delete", order.get(r["name"], 0), r["name"]))
+    return sorted(rows, key=lambda r: (r["action"] in ("delete", "forget"), order.get(r["name"], 0), r["name"]))
 
 
 def delete_order_ok(rows: list[dict[str, Any]]) -> list[str]:
     """Deleted hosts whose leave would not run first (Pulumi deletes a condemned resource only after
     its condemned dependents: pulumi/pulumi v3.259.0 pkg/resource/deploy/step_generator.go:2766, :2791)."""
-    deleted = [r for r in rows if r["action"] == "delete"]
+    deleted = [r for r in rows if r["action"] in ("delete", "forget")]
     leaves = [r for r in deleted if r["name"].startswith("ops-member-")]
     problems = []
     for host in (r for r in deleted if r["type"] == INSTANCE):
@@ -154,8 +158,8 @@ def delete_order_ok(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def render(stack: str, rows: list[dict[str, Any]]) -> str:
-    counts = {a: sum(1 for r in rows if r["action"] == a) for a in ("create", "update", "replace", "delete")}
-    mark = {"create": "+", "update": "~", "replace": "+-", "delete": "-"}
+    counts = {a: sum(1 for r in rows if r["action"] == a) for a in ("create", "update", "replace", "delete", "forget")}
+    mark = {"create": "+", "update": "~", "replace": "+-", "delete": "-", "forget": "-="}
     lines = [f"{stack}: " + ", ".join(f"{n} to {a}" for a, n in counts.items())]
     for r in rows:
         why = f"  ({', '.join(r['forced_by'])})" if r.get("forced_by") else (f"  [{', '.join(r['inputs'])}]" if r["inputs"] else "")

@@ -7,6 +7,7 @@ from typing import Any
 import yaml
 
 from components.renderers import broker, render
+from components.renderers.observability import HostTelemetry
 
 # Kernel settings for many long-lived connections, from what operators learned by hand. Left out
 # on purpose: tcp_tw_recycle (removed from Linux, broke clients behind NAT) and a port range
@@ -70,22 +71,26 @@ def broker_bootstrap_script(*, node_name: str, region: str, parameter: str) -> s
     return render("broker-bootstrap.sh.j2", node_name=node_name, region=region, parameter=parameter)
 
 
-def broker_user_data(*, hostname: str, bootstrap: str) -> str:
+def broker_user_data(*, hostname: str, bootstrap: str, extra: HostTelemetry | None = None) -> str:
     """User-data of a broker host: its identity (name) and its bootstrap, nothing that a version,
-    a setting or the node count changes; those reach the host through its start parameter."""
+    a setting or the node count changes; those reach the host through its start parameter.
+    ``extra`` adds the monitoring agent (files, packages, commands run before the broker starts)."""
+    extra = extra or HostTelemetry()
     write = _tuning_files()
+    write += [_file(path, text) for path, text in extra.files.items()]
     write.append(_file("/usr/local/sbin/mqtt-broker-bootstrap", bootstrap, "0755"))
     doc = {
         "hostname": hostname.split(".")[0],
         "fqdn": hostname,
         "prefer_fqdn_over_hostname": True,
         "package_update": True,
-        "packages": ["docker", "xfsprogs"],
+        "packages": ["docker", "xfsprogs", *extra.packages],
         "write_files": write,
         "runcmd": [
             ["systemctl", "restart", "systemd-modules-load"],
             ["sysctl", "--system"],
             ["systemctl", "enable", "--now", "docker"],
+            *extra.runcmd,
             ["/usr/local/sbin/mqtt-broker-bootstrap"],
         ],
     }
@@ -93,12 +98,19 @@ def broker_user_data(*, hostname: str, bootstrap: str) -> str:
 
 
 def plain_host_user_data(
-    hostname: str, extra_files: dict[str, str] | None = None, packages: list[str] | None = None, runcmd: list[list[str]] | None = None
+    hostname: str,
+    extra_files: dict[str, str] | None = None,
+    packages: list[str] | None = None,
+    runcmd: list[list[str]] | None = None,
+    extra: HostTelemetry | None = None,
 ) -> str:
-    """User-data of a bastion or proxy host: tuning, optional packages and files."""
-    write = _tuning_files() + [_file(p, t, "0600" if p.endswith((".pem", ".key")) else "0644") for p, t in (extra_files or {}).items()]
+    """User-data of a bastion or proxy host: tuning, optional packages and files; ``extra`` adds
+    the monitoring agent (started before the host's service)."""
+    extra = extra or HostTelemetry()
+    files = {**(extra_files or {}), **extra.files}
+    write = _tuning_files() + [_file(p, t, "0600" if p.endswith((".pem", ".key")) else "0644") for p, t in files.items()]
     doc: dict[str, Any] = {"hostname": hostname, "package_update": True, "write_files": write}
-    if packages:
-        doc["packages"] = packages
-    doc["runcmd"] = [["sysctl", "--system"], *(runcmd or [])]
+    if packages or extra.packages:
+        doc["packages"] = [*(packages or []), *extra.packages]
+    doc["runcmd"] = [["sysctl", "--system"], *extra.runcmd, *(runcmd or [])]
     return dump(doc)
