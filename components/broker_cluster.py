@@ -313,7 +313,13 @@ class BrokerCluster(pulumi.ComponentResource):
                 # bootstrap itself does, never with a version, a setting or the node count.
                 user_data_replace_on_change=True,
                 tags={**tags, "Name": node.fqdn, "Node": node.node_name, "Role": node.role},
-                opts=pulumi.ResourceOptions(parent=self, ignore_changes=ami_changes(cfg, node.host), depends_on=[parameter]),
+                # A new instance type is applied by the provider in place (stop, modify, start) on every
+                # host at once: it reaches a broker host only when access.refresh_ami names it.
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    ignore_changes=[*ami_changes(cfg, node.host), *(["instanceType"] if ami_changes(cfg, node.host) else [])],
+                    depends_on=[parameter],
+                ),
             )
             # Detach from the old host before attaching to its replacement: a volume has one owner.
             attachment = aws.ec2.VolumeAttachment(

@@ -289,3 +289,18 @@ def test_retain_data_on_scale_in_forgets_the_removed_volumes_instead_of_deleting
     assert rows["brokers-emqx-4"] == "delete" and rows["ops-member-emqx-4"] == "delete"
     plain = {r["name"]: r["action"] for r in _view("dev", _stack_variant(tmp_path, "five2", count=5), None)}
     assert plain["brokers-emqx-4-data"] == "delete"
+
+
+def test_a_new_instance_type_reaches_only_the_host_named_for_a_rebuild(tmp_path):
+    import yaml
+
+    from tools import mockengine
+
+    rows = _view("dev", None, _stack_variant(tmp_path, "big", instance_type="m6i.large"))
+    assert not [r for r in rows if r["type"] == "aws:ec2/instance:Instance"], "not every host at once"
+    doc = mockengine.read_stack_file(_stack_variant(tmp_path, "big2", instance_type="m6i.large"))
+    doc["config"]["mqtt-cluster:access"] = {**doc["config"]["mqtt-cluster:access"], "refresh_ami": "emqx-2"}
+    one = tmp_path / "one.yaml"
+    one.write_text(yaml.safe_dump(doc))
+    hosts = [r for r in _view("dev", None, one) if r["type"] == "aws:ec2/instance:Instance"]
+    assert [(r["name"], r["inputs"]) for r in hosts] == [("brokers-emqx-2", ["instanceType"])]
