@@ -45,7 +45,7 @@ def _state(tmp_path: Path, nodes, **extra) -> Path:
     return path
 
 
-def _step(engine: str, index: int, mode: str, state: Path, tmp_path: Path, **env) -> subprocess.Popen:
+def _step(engine: str, index: int, mode: str, state: Path, tmp_path: Path, transport: str = "ssm", **env) -> subprocess.Popen:
     nodes, first = _cluster(engine)
     node = nodes[index]
     script = step_script(
@@ -53,7 +53,7 @@ def _step(engine: str, index: int, mode: str, state: Path, tmp_path: Path, **env
         node=node,
         node_script=node_script(engine, node, first, container="broker"),
         region="eu-central-1",
-        transport="ssm",
+        transport=transport,
         drain_wait=5,
     )
     full = {
@@ -304,3 +304,22 @@ def test_a_new_instance_type_reaches_only_the_host_named_for_a_rebuild(tmp_path)
     one.write_text(yaml.safe_dump(doc))
     hosts = [r for r in _view("dev", None, one) if r["type"] == "aws:ec2/instance:Instance"]
     assert [(r["name"], r["inputs"]) for r in hosts] == [("brokers-emqx-2", ["instanceType"])]
+
+
+def test_the_ssh_transport_leaves_through_the_seed_when_the_host_does_not_answer(tmp_path):
+    nodes, _ = _cluster("vernemq")
+    state = _state(
+        tmp_path,
+        nodes,
+        down=[nodes[2].node_name],
+        addresses={f"10.0.0.{i + 1}": f"c{i + 1}" for i in range(3)},
+        unreachable_addresses=["10.0.0.3"],
+    )
+    env = {"SSH_USER": "ec2-user", "BASTION": "203.0.113.10", "SSH_PRIVATE_KEY": "-----BEGIN OPENSSH PRIVATE KEY-----"}
+    p = _step("vernemq", 2, "leave", state, tmp_path, transport="ssh", **env)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    st = json.loads(state.read_text())
+    assert [c.split()[1] for c in st["calls"] if c.startswith("ssh ")] == ["ec2-user@10.0.0.3", "ec2-user@10.0.0.1"]
+    assert nodes[2].node_name not in st["members"]
+    assert any(c == f"exec c1 vmq-admin cluster leave node={nodes[2].node_name} -k" for c in st["calls"]), st["calls"]
