@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 from typing import Any
 
 import yaml
@@ -95,11 +97,26 @@ def broker_user_data(
     return dump(doc)
 
 
+def _gzipped(path: str, content: str, mode: str = "0644") -> dict[str, Any]:
+    """A file shipped gzip+base64 (cloud-init write_files "encoding: gz+b64"): EC2 user-data is
+    limited to 16 KB."""
+    data = base64.b64encode(gzip.compress(content.encode(), mtime=0)).decode()
+    return {**_file(path, data, mode), "encoding": "gz+b64"}
+
+
 def plain_host_user_data(
-    hostname: str, extra_files: dict[str, str] | None = None, packages: list[str] | None = None, runcmd: list[list[str]] | None = None
+    hostname: str,
+    extra_files: dict[str, str] | None = None,
+    packages: list[str] | None = None,
+    runcmd: list[list[str]] | None = None,
+    gzipped: tuple[str, ...] = (),
 ) -> str:
-    """User-data of a bastion or proxy host: tuning, optional packages and files."""
-    write = _tuning_files() + [_file(p, t, "0600" if p.endswith((".pem", ".key")) else "0644") for p, t in (extra_files or {}).items()]
+    """User-data of a bastion or proxy host: tuning, optional packages and files (those named in
+    gzipped shipped compressed)."""
+    write = _tuning_files() + [
+        (_gzipped if p in gzipped else _file)(p, t, "0600" if p.endswith((".pem", ".key")) else "0644")
+        for p, t in (extra_files or {}).items()
+    ]
     doc: dict[str, Any] = {"hostname": hostname, "package_update": True, "write_files": write}
     if packages:
         doc["packages"] = packages
