@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-from pathlib import Path
 
 import pytest
 
 from components import config as c
-from components.renderers.proxy import CHECK, CHECKER_UNIT, CONNECT_TIMEOUT_S
+from components.renderers.proxy import CHECK, CHECKER_PATH, CHECKER_UNIT, CONNECT_TIMEOUT_S
 from tests.conftest import plan_of
 from tests.faultlab import (
     CLIENT_CONNECT_TIMEOUT,
@@ -230,5 +229,51 @@ def _until(cond, timeout: float) -> bool:
     return False
 
 
-def test_checker_path_is_what_the_unit_runs():
-    assert Path("/usr/local/sbin/mqtt-upstream-check").name in shipped_unit()
+# --- AWS load balancers and proxy hosts, as planned ------------------------------------------------
+
+
+def test_nlb_checks_at_the_fastest_interval_and_cuts_unhealthy_targets_connections():
+    """NLB: interval 5 s, timeout 2 s, 2 failures (the minimums, pulumi_aws 7.51.1
+    lb/_inputs.py:3493-3516): a broker whose status probe stops answering is out within
+    2 x 5 + 2 = 12 s, and its connections are reset so devices reconnect elsewhere."""
+    plan = plan_of("dev")
+    tgs = [t.inputs for t in plan.of_type("aws:lb/targetGroup:TargetGroup")]
+    assert len(tgs) == 2
+    for tg in tgs:
+        hc = tg["healthCheck"]
+        assert (hc["interval"], hc["timeout"], hc["unhealthyThreshold"], hc["healthyThreshold"]) == (5, 2, 2, 2)
+        assert tg["targetHealthStates"] == [{"enableUnhealthyConnectionTermination": True}]
+
+
+def test_classic_elb_checks_at_the_fastest_interval():
+    hc = plan_of("staging").of_type("aws:elb/loadBalancer:LoadBalancer")[0].inputs["healthCheck"]
+    assert (hc["interval"], hc["timeout"], hc["unhealthyThreshold"], hc["healthyThreshold"]) == (5, 2, 2, 2)
+
+
+def test_proxy_records_fail_over_within_the_documented_time():
+    """Route 53: a check every 10 s, 2 failures, records with a 10 s TTL: about 30 s."""
+    plan = plan_of("edge")
+    checks = [h.inputs for h in plan.of_type("aws:route53/healthCheck:HealthCheck")]
+    records = [r.inputs for r in plan.of_type("aws:route53/record:Record") if r.inputs.get("multivalueAnswerRoutingPolicy")]
+    assert checks and all((h["requestInterval"], h["failureThreshold"]) == (10, 2) for h in checks)
+    assert records and all(r["ttl"] == 10 for r in records)
+
+
+def test_nginx_proxy_hosts_ship_and_start_the_checker():
+    import base64
+    import gzip
+
+    import yaml
+
+    files = plan_of("edge").files
+    for host in ("nginx-1", "nginx-2"):
+        doc = yaml.safe_load(files[(host, "cloud-init.yaml")])
+        written = {f["path"]: f for f in doc["write_files"]}
+        checker = written[CHECKER_PATH]
+        assert checker["encoding"] == "gz+b64"
+        assert gzip.decompress(base64.b64decode(checker["content"])).decode() == files[(host, "mqtt-upstream-check")]
+        assert written[f"/etc/systemd/system/{CHECKER_UNIT}"]["content"] == files[(host, CHECKER_UNIT)]
+        assert ["chmod", "0755", CHECKER_PATH] in doc["runcmd"]
+        assert f"systemctl enable --now {CHECKER_UNIT}" in files[(host, "mqtt-proxy-start")]
+        assert len(files[(host, "cloud-init.yaml")].encode()) < 16384, "EC2 user-data limit"
+    assert not any(name == CHECKER_UNIT for _, name in plan_of("vernemq").files), "haproxy checks by itself"
