@@ -105,9 +105,10 @@ preview up down output pulumi:
 	    "$$pulumi" preview --diff "$${policy[@]}" ;; \
 	  up) "$$pulumi" up --yes && "$$pulumi" stack output && \
 	      if [ "$(STACK)" = local ]; then \
-	        echo; echo "try: CA=\$$(make -s output NAME=ca_file)"; \
-	        echo "     mosquitto_sub --cafile \"\$$CA\" -h localhost -p 8883 -t 'demo/#' -v"; \
-	        echo "     mosquitto_pub --cafile \"\$$CA\" -h localhost -p 8883 -t demo/hello -m hi"; \
+	        echo; echo "every device authenticates; connect as the generated demo device:"; \
+	        echo "try: CA=\$$(make -s output NAME=ca_file); PW=\$$(make -s output NAME=demo_password SHOW_SECRETS=1)"; \
+	        echo "     mosquitto_sub --cafile \"\$$CA\" -h localhost -p 8883 -u demo -P \"\$$PW\" -t 'devices/demo/#' -v"; \
+	        echo "     mosquitto_pub --cafile \"\$$CA\" -h localhost -p 8883 -u demo -P \"\$$PW\" -t devices/demo/hello -m hi"; \
 	        echo "dashboard password: make -s output NAME=dashboard_password SHOW_SECRETS=1"; \
 	      fi ;; \
 	  down) "$$pulumi" destroy --yes ;; \

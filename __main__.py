@@ -6,7 +6,8 @@ import pulumi
 import pulumi_aws as aws
 
 from components import firewall, settings
-from components.broker_cluster import Bastion, BastionArgs, BrokerCluster, BrokerClusterArgs, DeployKey
+from components.auth import DeviceAuth, DeviceAuthArgs, SyncTarget, UsersSync, UsersSyncArgs, users_from_config
+from components.broker_cluster import Bastion, BastionArgs, BrokerCluster, BrokerClusterArgs, DeployKey, ami_changes
 from components.cluster_join import ClusterJoin, ClusterJoinArgs, JoinTarget
 from components.images import BrokerImage, BrokerImageArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
@@ -18,6 +19,7 @@ from components.secrets import ClusterSecrets, ClusterSecretsArgs, LocalSecrets,
 from components.security_groups import SecurityGroups, SecurityGroupsArgs
 from components.tls_certs import TlsMaterial, TlsMaterialArgs
 
+DEMO_USER = "demo"
 cfg = settings.load()  # every check happens here, before any resource is registered
 tags = cfg.base_tags
 
@@ -50,6 +52,10 @@ if cfg.role == "regional":
             tags=tags,
         ),
     )
+    device_auth = DeviceAuth(
+        "auth",
+        DeviceAuthArgs(cfg=cfg, users=users_from_config(), param_prefix=param_prefix, tags=tags, jwt_secret=settings.secret("jwt_secret")),
+    )
     deploy_key = DeployKey("deploy", tags)
     built = BrokerImage("image", BrokerImageArgs(cfg=cfg, push_to_ecr=True, tags=tags)) if cfg.brokers.build_image else None
     brokers = BrokerCluster(
@@ -62,14 +68,14 @@ if cfg.role == "regional":
             security_group_id=sgs.ids["broker"],
             key_name=deploy_key.key_name,
             param_prefix=param_prefix,
-            secret_leaves=list(secrets.parameter_names),
+            secret_leaves=[*secrets.parameter_names, *device_auth.secret_values],
             account_id=account_id,
             tags=tags,
             image=built.ref if built else None,
             ecr_repository_arn=built.repository_arn if built else None,
             registry=built.registry if built else None,
         ),
-        opts=pulumi.ResourceOptions(depends_on=[secrets]),  # hosts read the parameters at first boot
+        opts=pulumi.ResourceOptions(depends_on=[secrets, device_auth]),  # hosts read the parameters at first boot
     )
     bastion = None
     if cfg.access.bastion:
@@ -82,6 +88,7 @@ if cfg.role == "regional":
                 instance_type=cfg.access.bastion_instance_type,
                 region=cfg.region,
                 tags=tags,
+                ignore_changes=ami_changes(cfg, "bastion"),
             ),
         )
 
@@ -96,6 +103,21 @@ if cfg.role == "regional":
                 for n in brokers.nodes
                 if n.index != first.index
             ],
+            user=cfg.access.ssh_user,
+            private_key=deploy_key.private_key,
+            bastion_host=bastion.public_ip if bastion else None,
+        ),
+    )
+
+    # Changed device credentials reach the running brokers without replacing a host.
+    UsersSync(
+        "users",
+        UsersSyncArgs(
+            targets=[
+                SyncTarget(n, brokers.private_ips[n.index], brokers.instances[n.index], [brokers.attachments[n.index]])
+                for n in brokers.nodes
+            ],
+            fingerprint=device_auth.fingerprint,
             user=cfg.access.ssh_user,
             private_key=deploy_key.private_key,
             bastion_host=bastion.public_ip if bastion else None,
@@ -172,6 +194,11 @@ if cfg.role == "local":
     local = cfg.local_settings
     secrets = LocalSecrets("secrets", cookie=settings.secret("cookie"), dashboard_password=settings.secret("dashboard_password"))
     image = BrokerImage("image", BrokerImageArgs(cfg=cfg, push_to_ecr=False, tags=tags)).ref if cfg.brokers.build_image else None
+    # A generated demo device, so the quick start connects the way every device must.
+    device_auth = DeviceAuth(
+        "auth",
+        DeviceAuthArgs(cfg=cfg, users=users_from_config(), generated_users=[DEMO_USER], jwt_secret=settings.secret("jwt_secret")),
+    )
     tls = TlsMaterial(
         "tls",
         TlsMaterialArgs(common_name="localhost", dns_names=["localhost", f"proxy.{cfg.zone_name}"], ip_addresses=["127.0.0.1", local.bind]),
@@ -189,6 +216,8 @@ if cfg.role == "local":
             private_key_pem=tls.private_key_pem,
             state_dir=Path.cwd() / ".local" / cfg.stack,
             docker_host=pulumi.Config("docker").get("host"),
+            users_file=device_auth.users_file,
+            auth_secrets=device_auth.secret_values,
         ),
     )
     host = "localhost" if local.bind in ("127.0.0.1", "0.0.0.0") else local.bind  # noqa: S104 - a comparison
@@ -198,6 +227,9 @@ if cfg.role == "local":
     if cfg.brokers.websocket:
         pulumi.export("wss_url", f"wss://{host}:{local.wss_port}/mqtt")
     pulumi.export("ca_file", cluster.ca_file_ready)
+    pulumi.export("demo_username", DEMO_USER)
+    pulumi.export("demo_password", device_auth.passwords[DEMO_USER])
+    pulumi.export("demo_topic", f"devices/{DEMO_USER}/hello")
     pulumi.export("ca_certificate", tls.ca_cert_pem)
     if cfg.is_emqx:
         pulumi.export("dashboard_url", f"http://{host}:{local.dashboard_port}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
@@ -11,6 +11,7 @@ import pulumi_tls as tls
 
 from components import hostfiles
 from components.config import StackConfig, instance_arch
+from components.renderers import auth as ra
 from components.renderers import broker as br
 from components.renderers import cloud_init
 from components.renderers.nodes import NodeSpec, node_specs, seed
@@ -34,16 +35,52 @@ def amazon_linux_ami(arch: str, region: str | None = None) -> str:
     ).id
 
 
+def parameter_arns(region: str, account_id: str, names: list[str]) -> list[str]:
+    return [f"arn:aws:ssm:{region}:{account_id}:parameter{name}" for name in names]
+
+
+def read_parameters_policy(region: str, account_id: str, names: list[str]) -> dict:
+    """Read (and decrypt) exactly ``names``: the parameters the host's start script fetches.
+
+    AmazonSSMManagedInstanceCore allows ssm:GetParameter/GetParameters on "*" (AWS managed policy
+    reference, AmazonSSMManagedInstanceCore v2), and the aws/ssm key lets every principal of the
+    account decrypt through SSM; so an explicit Deny keeps the host to its own parameters."""
+    arns = parameter_arns(region, account_id, names)
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "ReadOwnParameters", "Effect": "Allow", "Action": "ssm:GetParameter", "Resource": arns},
+            {
+                "Sid": "DecryptOwnParameters",
+                "Effect": "Allow",
+                "Action": "kms:Decrypt",
+                "Resource": "*",
+                # SSM encrypts each SecureString with its own ARN as encryption context.
+                "Condition": {
+                    "StringEquals": {"kms:ViaService": f"ssm.{region}.amazonaws.com", "kms:EncryptionContext:PARAMETER_ARN": arns}
+                },
+            },
+            {
+                "Sid": "NoOtherParameters",
+                "Effect": "Deny",
+                "Action": ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "ssm:GetParameterHistory"],
+                "NotResource": arns,
+            },
+        ],
+    }
+
+
 def instance_profile(
     name: str,
-    param_arn: str,
+    parameters: list[str],
     region: str,
+    account_id: str,
     tags: dict[str, str],
     parent: pulumi.Resource,
     ecr_repository_arn: pulumi.Input[str] | None = None,
 ) -> aws.iam.InstanceProfile:
-    """An instance role with SSM core access, read access to this stack's parameters only and,
-    when the stack builds its broker image, pull access to that one ECR repository."""
+    """An instance role with SSM core access, read access to exactly the SSM ``parameters`` its host
+    fetches and, when the stack builds its broker image, pull access to that one ECR repository."""
     child = pulumi.ResourceOptions(parent=parent)
     role = aws.iam.Role(
         f"{name}-role",
@@ -62,20 +99,7 @@ def instance_profile(
     aws.iam.RolePolicy(
         f"{name}-read-own-params",
         role=role.id,
-        policy=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {"Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:GetParameters"], "Resource": param_arn},
-                    {
-                        "Effect": "Allow",
-                        "Action": "kms:Decrypt",
-                        "Resource": "*",
-                        "Condition": {"StringEquals": {"kms:ViaService": f"ssm.{region}.amazonaws.com"}},
-                    },
-                ],
-            }
-        ),
+        policy=json.dumps(read_parameters_policy(region, account_id, parameters)),
         opts=child,
     )
     if ecr_repository_arn is not None:
@@ -99,6 +123,12 @@ def instance_profile(
             opts=child,
         )
     return aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=tags, opts=child)
+
+
+def ami_changes(cfg: StackConfig, host: str) -> list[str]:
+    """ignore_changes of every host: a new AL2023 release replaces nothing by itself (both proxies
+    at once, the bastion, the brokers); access.refresh_ami names the one host to rebuild on it."""
+    return [] if cfg.access.refresh_ami == host else ["ami"]
 
 
 IMDSV2 = aws.ec2.InstanceMetadataOptionsArgs(http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1)
@@ -163,10 +193,12 @@ class BrokerCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["vpcs"]),
         )
 
+        secrets = {leaf: var for leaf, var in br.secret_env_names(cfg).items() if leaf in args.secret_leaves}
         profile = instance_profile(
             name,
-            f"arn:aws:ssm:{region}:{args.account_id}:parameter{args.param_prefix}/*",
+            [f"{args.param_prefix}/{leaf}" for leaf in secrets],  # what the start script fetches, no more
             region,
+            args.account_id,
             tags,
             self,
             ecr_repository_arn=args.ecr_repository_arn,
@@ -174,7 +206,6 @@ class BrokerCluster(pulumi.ComponentResource):
         image = pulumi.Output.from_input(args.image or cfg.brokers.effective_image)
         registry = pulumi.Output.from_input(args.registry or "")
 
-        secrets = {leaf: var for leaf, var in br.secret_env_names(cfg).items() if leaf in args.secret_leaves}
         self.instances, self.records, self.attachments, self.scripts = [], [], [], []
         for node in self.nodes:
             az = args.azs[node.az_index]
@@ -211,7 +242,7 @@ class BrokerCluster(pulumi.ComponentResource):
                 # A changed user-data means a new host; its name and data volume carry over.
                 user_data_replace_on_change=True,
                 tags={**tags, "Name": node.fqdn, "Node": node.node_name, "Role": node.role},
-                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami"]),
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=ami_changes(cfg, node.host)),
             )
             # Detach from the old host before attaching to its replacement: a volume has one owner.
             attachment = aws.ec2.VolumeAttachment(
@@ -255,6 +286,11 @@ class BrokerCluster(pulumi.ComponentResource):
         else:
             mounts = ["/var/lib/mqtt-broker/data:/vernemq/data"]
             owner = VERNEMQ_UID
+        # Devices: the ACL (not secret) in user-data; the hash file is fetched from SSM at boot.
+        acl_host, _, acl_text = ra.acl_file(cfg)
+        files[acl_host] = acl_text
+        files[ra.USERS_SCRIPT] = ra.users_script(cfg, region=cfg.region or "", param_prefix=param_prefix, owner=owner, container=CONTAINER)
+        mounts += ra.host_mounts(cfg)
         start = cloud_init.broker_start_script(
             engine=cfg.brokers.engine,
             node_name=node.node_name,
@@ -265,6 +301,7 @@ class BrokerCluster(pulumi.ComponentResource):
             secrets=secrets,
             container=CONTAINER,
             mounts=mounts,
+            users_script=ra.USERS_SCRIPT,
             image=image,
             registry=registry,
         )
@@ -281,6 +318,8 @@ class BastionArgs:
     instance_type: str
     region: str | None
     tags: dict[str, str]
+    ignore_changes: list[str] = field(default_factory=lambda: ["ami"])
+    """Default: keep the image it was built on (see ami_changes)."""
 
 
 class Bastion(pulumi.ComponentResource):
@@ -304,7 +343,7 @@ class Bastion(pulumi.ComponentResource):
             root_block_device=root_volume(8),
             user_data=user_data,
             tags={**args.tags, "Name": f"{name}"},
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=args.ignore_changes),
         )
         self.public_ip = host.public_ip
         self.register_outputs({"public_ip": self.public_ip})

@@ -49,7 +49,15 @@ MQTTS_PORT = 8883
 WS_PORT = 8083
 WSS_PORT = 8084
 DASHBOARD_PORT = 18083
+# EMQX's Erlang distribution listens on inet_dist_base_port (default 4370) plus the number ending
+# the node name's short part (none in "emqx@<host>", so offset 0):
+# emqx/ekka 0.19.8 src/ekka_dist.erl:30 (DEFAULT_PORT 4370), :130-141 (port/1), :144-150 (offset)
+# (ekka tag pinned by emqx/emqx v5.8.6 rebar.config:86). EMQX 5.8.6 has no config key for it.
 EMQX_DIST_PORT = 4370
+# gen_rpc: the official image exports EMQX_RPC__PORT_DISCOVERY=manual
+# (emqx/emqx v5.8.6 deploy/docker/docker-entrypoint.sh:52), so every node listens on and dials
+# rpc.server_port, whose default is 5369 (apps/emqx_conf/src/emqx_conf_schema.erl:120, :782-790);
+# the renderer sets both explicitly to this port.
 EMQX_RPC_PORT = 5370
 EPMD_PORT = 4369
 VERNEMQ_CLUSTER_PORT = 44053
@@ -60,6 +68,12 @@ HAPROXY_STATS_PORT = 8404
 
 # The last EMQX line published under Apache-2.0; later versions need a license key.
 EMQX_LICENSE_FREE_BELOW = (5, 9)
+# 5.8.0 removed core/replicant from the open-source edition: "Node role 'replicant' is only
+# allowed in Enterprise edition since 5.8.0" (emqx/emqx v5.8.6 apps/emqx_conf/src/emqx_conf_schema.erl:1672,
+# changes/v5.8.0.en.md:161). The Enterprise edition injects the role
+# (apps/emqx_enterprise/src/emqx_enterprise_schema.erl:131); from 5.9 emqx/emqx is that edition.
+EMQX_OSS_REPLICANTS_BELOW = (5, 8)
+EMQX_ENTERPRISE_REPOSITORY = "emqx-enterprise"
 
 WORLD = ("0.0.0.0/0", "::/0")
 
@@ -96,6 +110,43 @@ def _cidr_list(values: list[str]) -> list[str]:
     return values
 
 
+# EC2 sizes (https://docs.aws.amazon.com/ec2/latest/instancetypes/instance-type-names.html):
+# nano/micro/small exist only in the burstable t families; medium in t, a1 and the Graviton families.
+_SIZES_LARGE = re.compile(r"(large|xlarge|(2|3|4|6|8|9|10|12|16|18|24|32|48|56|96|112|224)xlarge|metal(-\d+xl)?)")
+_BURSTABLE = ("t2", "t3", "t3a", "t4g")
+_FAMILY = re.compile(
+    r"(a1|t2|t3a?|t4g|[cmr][1-8][a-z]*(-flex)?|[xzhdi][1-8][a-z]*|im4gn|is4gen|[gp][2-6][a-z]*|inf[12]|trn[12][a-z]*|hpc[67][a-z]*|u\d?-\d+tb1|dl[12][a-z]*|vt1|f[12])"
+)
+
+
+def _instance_type(v: str) -> str:
+    """A type AWS would accept: a known family and a size that family has (t3.huge, m6i.nano and
+    mac2.metal are refused here, not by RunInstances mid-deploy)."""
+    m = re.fullmatch(r"([a-z0-9-]+)\.([a-z0-9-]+)", v)
+    if not m or not _FAMILY.fullmatch(m.group(1)):
+        raise ValueError(f"not an EC2 instance type (got {v!r})")
+    family, size = m.groups()
+    if family in _BURSTABLE:
+        ok = size in ("nano", "micro", "small", "medium", "large", "xlarge", "2xlarge")
+    elif size == "medium":
+        ok = family == "a1" or instance_arch(v) == "arm64"
+    else:
+        ok = bool(_SIZES_LARGE.fullmatch(size))
+    if not ok:
+        raise ValueError(f"{family} has no size {size!r} (got {v!r})")
+    return v
+
+
+_DNS_NAME = re.compile(r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+
+
+def _dns_name(v: str, *, wildcard: bool) -> str:
+    """A DNS name ACM and Route53 accept: lower-case labels of at most 63 characters, 253 in all."""
+    if not _DNS_NAME.fullmatch(v) or len(v) > 253 or (v.startswith("*.") and not wildcard):
+        raise ValueError(f"not a DNS name{'' if wildcard else ' (no wildcard)'}: {v!r}")
+    return v
+
+
 class NetworkConfig(_Model):
     """The VPC: one public and one private subnet per availability zone."""
 
@@ -104,7 +155,8 @@ class NetworkConfig(_Model):
     azs: int = Field(3, ge=2, le=6)
     """Availability zones to spread over (at least 2: one zone is one failure)."""
     nat: Literal["none", "single", "per-az"] = "single"
-    """NAT gateways: none (brokers without egress), single (cheap), per-az (no shared fate)."""
+    """NAT gateways: single (cheap) or per-az (no shared fate). `none` is refused: brokers fetch
+    packages, the broker image and their SSM parameters at first boot."""
     subnet_bits: int | None = Field(None, ge=1, le=8)
     """Extra prefix bits per subnet; default: the fewest that fit 2 x azs subnets."""
 
@@ -116,6 +168,16 @@ class NetworkConfig(_Model):
             raise ValueError("must be an IPv4 CIDR block")
         if not 16 <= net.prefixlen <= 24:
             raise ValueError(f"prefix must be between /16 and /24 (got /{net.prefixlen})")
+        return v
+
+    @field_validator("nat")
+    @classmethod
+    def _nat(cls, v: str) -> str:
+        if v == "none":
+            raise ValueError(
+                "none leaves the brokers without egress: they install packages, pull the broker image "
+                "and read their SSM parameters at first boot and could not start; use single or per-az"
+            )
         return v
 
 
@@ -131,7 +193,8 @@ class BrokersConfig(_Model):
     count: int = Field(3, ge=1, le=32)
     """Core nodes (EMQX core / VerneMQ nodes). Odd counts survive a partition better."""
     replicants: int = Field(0, ge=0, le=64)
-    """EMQX replicant nodes (stateless readers that join a core)."""
+    """EMQX replicant nodes (stateless readers that join a core). Enterprise edition only from
+    5.8 (an emqx/emqx-enterprise image, or emqx/emqx 5.9+), with a license key."""
     instance_type: str = "t3.medium"
     """EC2 type for core nodes."""
     replicant_instance_type: str | None = None
@@ -142,7 +205,8 @@ class BrokersConfig(_Model):
     websocket: bool = True
     """Serve MQTT over WebSocket (8083, and 8084 with TLS at the load balancer)."""
     keepalive: int = Field(60, ge=10, le=3600)
-    """MQTT keepalive (seconds) clients are expected to use; proxies' idle timeouts exceed it."""
+    """MQTT keepalive (seconds) clients are expected to use; idle timeouts are 2x + 30 s, so at
+    most 160 behind an NLB (fixed 350 s on TLS listeners) and 1985 behind a classic ELB (4000 s)."""
     accept_eula: bool = False
     """VerneMQ images refuse to start unless their EULA is accepted; must be true for vernemq.
 
@@ -158,8 +222,15 @@ class BrokersConfig(_Model):
     @field_validator("instance_type", "replicant_instance_type")
     @classmethod
     def _itype(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"[a-z][a-z0-9-]*\.[a-z0-9]+", v):
-            raise ValueError(f"not an EC2 instance type (got {v!r})")
+        return None if v is None else _instance_type(v)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        # registry[:port]/path:tag or @sha256:digest, as docker accepts it (lower-case repository).
+        ref = r"([a-z0-9.-]+(:\d+)?/)?[a-z0-9]+([._/-][a-z0-9]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?"
+        if v is not None and not re.fullmatch(ref, v):
+            raise ValueError(f"not an image reference such as emqx/emqx:5.8.6 (got {v!r})")
         return v
 
     @field_validator("version")
@@ -183,6 +254,12 @@ class BrokersConfig(_Model):
                 )
         elif self.accept_eula:
             raise _KeyedError("accept_eula", "only meaningful for engine vernemq")
+        if self.replicants and self.engine == "emqx" and self.edition == "open-source" and self.version_tuple >= EMQX_OSS_REPLICANTS_BELOW:
+            raise _KeyedError(
+                "replicants",
+                f"{self.effective_image} is the open-source edition, which runs every node as core since 5.8.0; "
+                "set replicants: 0 (add cores with brokers.count) or use an emqx/emqx-enterprise image with a license",
+            )
         if self.build_image and self.image:
             raise _KeyedError("image", "build_image builds its own image; set one or the other")
         if self.build_image and self.replicants and self.replicant_instance_type:
@@ -208,11 +285,23 @@ class BrokersConfig(_Model):
         return self.image or self.stock_image
 
     @property
+    def version_tuple(self) -> tuple[int, int]:
+        major, minor = (int(x) for x in re.findall(r"\d+", self.effective_version)[:2])
+        return major, minor
+
+    @property
+    def edition(self) -> Literal["open-source", "enterprise"]:
+        """EMQX edition of the image: its repository's name (emqx-enterprise), or 5.9+ (one edition)."""
+        repository = self.effective_image.rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0]
+        if repository == EMQX_ENTERPRISE_REPOSITORY or self.version_tuple >= EMQX_LICENSE_FREE_BELOW:
+            return "enterprise"
+        return "open-source"
+
+    @property
     def needs_license(self) -> bool:
         if self.engine != "emqx":
             return False
-        major, minor = (int(x) for x in re.findall(r"\d+", self.effective_version)[:2])
-        return (major, minor) >= EMQX_LICENSE_FREE_BELOW
+        return self.version_tuple >= EMQX_LICENSE_FREE_BELOW
 
 
 class AccessConfig(_Model):
@@ -226,6 +315,22 @@ class AccessConfig(_Model):
     """A small SSH jump host in a public subnet; the join commands go through it."""
     bastion_instance_type: str = "t3.micro"
     ssh_user: str = "ec2-user"
+    """Login user of the hosts' AMI (the join commands log in as it)."""
+    refresh_ami: str | None = None
+    """One host (bastion, nginx-1, emqx-2 …) rebuilt on the newest AL2023 image at the next
+    `pulumi up`. Every host ignores newer images otherwise; roll them one at a time."""
+
+    @field_validator("bastion_instance_type")
+    @classmethod
+    def _itype(cls, v: str) -> str:
+        return _instance_type(v)
+
+    @field_validator("ssh_user")
+    @classmethod
+    def _user(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", v):
+            raise ValueError(f"not a Linux user name (got {v!r})")
+        return v
 
     @field_validator("admin_cidrs")
     @classmethod
@@ -264,12 +369,33 @@ class LoadBalancerConfig(_Model):
     stickiness: bool = False
     """Source-IP stickiness on the NLB target groups."""
     deregistration_delay: int = Field(30, ge=0, le=3600)
-    """Seconds an NLB keeps draining a removed broker."""
+    """Seconds an NLB/ELB keeps draining a removed broker (a classic ELB needs at least 1)."""
     tls_policy: str = "ELBSecurityPolicy-TLS13-1-2-2021-06"
     """NLB TLS policy; must be a TLS 1.2+ policy."""
     proxies: int = Field(2, ge=1, le=16)
     """nginx / haproxy hosts (2+ avoids a single point of failure)."""
     proxy_instance_type: str = "t3.small"
+    validated_by: str | None = None
+    """Stack that owns the DNS validation records of alternative_names (names several stacks
+    share, such as the global hostname): this stack only waits for them. Default: this stack."""
+
+    @field_validator("proxy_instance_type")
+    @classmethod
+    def _itype(cls, v: str) -> str:
+        return _instance_type(v)
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v: str | None) -> str | None:
+        return None if v is None else _dns_name(v, wildcard=False)
+
+    @field_validator("hosted_zone_id")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        # Route53 ids: "Z" and upper-case letters/digits, at most 32 characters, without /hostedzone/.
+        if v is not None and not re.fullmatch(r"Z[A-Z0-9]{1,31}", v):
+            raise ValueError(f"not a Route53 hosted zone id such as Z0123456789ABCDEFGHIJ (got {v!r})")
+        return v
 
     @field_validator("tls_policy")
     @classmethod
@@ -289,8 +415,9 @@ class LoadBalancerConfig(_Model):
     @classmethod
     def _names(cls, v: list[str]) -> list[str]:
         for name in v:
-            if not re.fullmatch(r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", name):
-                raise ValueError(f"not a DNS name: {name!r}")
+            _dns_name(name, wildcard=True)
+        if len(set(v)) != len(v):
+            raise ValueError("lists a name twice")
         return v
 
     @model_validator(mode="after")
@@ -301,6 +428,18 @@ class LoadBalancerConfig(_Model):
             raise _KeyedError("certificate_arn", f"an ACM certificate cannot be installed on {self.kind} hosts")
         if self.alternative_names and self.certificate_arn:
             raise _KeyedError("alternative_names", "the names of an existing certificate (certificate_arn) are fixed where it was issued")
+        if self.domain and self.domain in self.alternative_names:
+            raise _KeyedError("alternative_names", f"{self.domain} is already the certificate's domain")
+        if self.validated_by is not None:
+            if not (self.domain and self.hosted_zone_id and self.alternative_names):
+                raise _KeyedError(
+                    "validated_by",
+                    "only a DNS-validated certificate (domain, hosted_zone_id) with alternative_names shares validation records",
+                )
+        if self.kind == "elb" and self.deregistration_delay < 1:
+            # Classic ELB connection draining takes 1-3600 s ("The maximum timeout value can be set
+            # between 1 and 3,600 seconds" - Classic Load Balancers guide, config-conn-drain).
+            raise _KeyedError("deregistration_delay", "a classic ELB drains for 1 to 3600 seconds (got 0)")
         return self
 
 
@@ -315,6 +454,114 @@ def _topic_filter(f: str) -> bool:
         if "+" in level and level != "+":
             return False
     return True
+
+
+# Client authentication and topic authorization. Placeholders are the ones EMQX's file source
+# renders (emqx/emqx v5.8.6 apps/emqx_auth/etc/acl.conf:130-132: ${username}, ${clientid});
+# VerneMQ's vmq_acl and mosquitto spell them %u / %c and need them to fill a whole topic level
+# (vernemq/vernemq 2.1.1 apps/vmq_acl/docs/vmq_acl.rst:62), so the model asks the same everywhere.
+ACL_PLACEHOLDERS = ("${username}", "${clientid}")
+USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+"""Usernames: no ':' (password-file separator), no '/', '+', '#' (they name topic levels)."""
+
+
+class AclRule(_Model):
+    """One authorization rule; the first rule that matches decides, no match means deny."""
+
+    permission: Literal["allow", "deny"] = "allow"
+    who: str = "all"
+    """all, username:<name> or clientid:<id>."""
+    action: Literal["publish", "subscribe", "all"] = "all"
+    topics: list[str] = Field(min_length=1)
+    """Topic filters; ${username} / ${clientid} stand for the connecting client's own."""
+
+    @field_validator("who")
+    @classmethod
+    def _who(cls, v: str) -> str:
+        if v == "all":
+            return v
+        kind, _, name = v.partition(":")
+        if kind not in ("username", "clientid") or not USERNAME_RE.fullmatch(name):
+            raise ValueError(f"must be all, username:<name> or clientid:<id> (got {v!r})")
+        return v
+
+    @field_validator("topics")
+    @classmethod
+    def _topics(cls, v: list[str]) -> list[str]:
+        for t in v:
+            if not _topic_filter(t):
+                raise ValueError(f"not an MQTT topic filter: {t!r}")
+            for level in t.split("/"):
+                if "${" in level and level not in ACL_PLACEHOLDERS:
+                    raise ValueError(f"placeholders ${{username}} / ${{clientid}} must fill a whole topic level: {t!r}")
+        return v
+
+
+DEFAULT_ACL = (AclRule(permission="allow", who="all", action="all", topics=["devices/${username}/#"]),)
+"""Each device publishes and subscribes in its own subtree only; everything else is denied."""
+
+
+class JwtConfig(_Model):
+    """JWT authentication (EMQX): an HMAC secret from secret config, or a JWKS endpoint."""
+
+    jwks_endpoint: str | None = None
+    """HTTPS URL of the issuer's key set; without it the HMAC secret `mqtt-cluster:jwt_secret` is used."""
+    match: Literal["username", "clientid", "none"] = "username"
+    """Claim that must equal the client's own username / client id (besides `exp`)."""
+
+    @field_validator("jwks_endpoint")
+    @classmethod
+    def _https(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"https://[^\s/]+(/\S*)?", v):
+            raise ValueError(f"must be an https:// URL (got {v!r})")
+        return v
+
+
+class MtlsConfig(_Model):
+    """Device certificates verified against a CA bundle."""
+
+    ca_bundle: str | None = None
+    """PEM text of the CA(s) that sign device certificates."""
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _pem(cls, v: str | None) -> str | None:
+        if v is not None and "-----BEGIN CERTIFICATE-----" not in v:
+            raise ValueError("must be PEM text containing at least one CERTIFICATE block")
+        return v
+
+
+class AuthConfig(_Model):
+    """Who may connect and what each client may publish and subscribe. Secure by default."""
+
+    mechanism: Literal["password", "jwt", "mtls", "password+mtls"] = "password"
+    """password (users from secret config), jwt (EMQX), mtls (device certificates), or both."""
+    allow_anonymous: bool = False
+    """Clients without credentials; never together with world-open access.client_cidrs."""
+    acl: list[AclRule] = Field(default_factory=lambda: list(DEFAULT_ACL))
+    """Topic rules (first match decides); default: each device in devices/<username>/#."""
+    no_match: Literal["deny", "allow"] = "deny"
+    """What happens to a publish/subscribe no rule matches."""
+    jwt: JwtConfig | None = None
+    mtls: MtlsConfig | None = None
+
+    @property
+    def uses_password(self) -> bool:
+        return self.mechanism in ("password", "password+mtls")
+
+    @property
+    def uses_mtls(self) -> bool:
+        return self.mechanism in ("mtls", "password+mtls")
+
+    @model_validator(mode="after")
+    def _mechanism_needs(self) -> AuthConfig:
+        if self.uses_mtls and (self.mtls is None or self.mtls.ca_bundle is None):
+            raise _KeyedError("mtls.ca_bundle", f"mechanism {self.mechanism} verifies device certificates: it needs a CA bundle (PEM)")
+        if self.mechanism != "jwt" and self.jwt is not None:
+            raise _KeyedError("jwt", f"only used with mechanism jwt (got {self.mechanism})")
+        if not self.uses_mtls and self.mtls is not None:
+            raise _KeyedError("mtls", f"only used with mechanism mtls or password+mtls (got {self.mechanism})")
+        return self
 
 
 class LinksConfig(_Model):
@@ -411,7 +658,76 @@ class LocalConfig(_Model):
 LOCAL_PROXY_HOST = 2
 LOCAL_FIRST_NODE_HOST = 10
 
-_TOP_LEVEL_SECRETS = ("cookie", "dashboard_password", "license")
+_TOP_LEVEL_SECRETS = ("cookie", "dashboard_password", "license", "jwt_secret")
+
+
+def _check_auth(cfg: StackConfig) -> None:
+    """Auth rules that depend on other sections (engine, access, local)."""
+    auth = cfg.auth
+    if auth.allow_anonymous:
+        if cfg.role == "regional" and any(_network(n).prefixlen == 0 for n in cfg.access.client_cidrs):
+            raise _KeyedError(
+                "auth.allow_anonymous",
+                "anonymous clients with world-open access.client_cidrs would let anyone on the internet in; narrow client_cidrs",
+            )
+        if cfg.role == "local" and not ipaddress.IPv4Address(cfg.local_settings.bind).is_loopback:
+            raise _KeyedError(
+                "auth.allow_anonymous", f"anonymous clients with local.bind {cfg.local_settings.bind} open the broker to the LAN"
+            )
+    if auth.mechanism == "jwt":
+        if not cfg.is_emqx:
+            raise _KeyedError("auth.mechanism", "jwt is implemented for emqx only (vernemq has no JWT plugin in its image)")
+        jwks = auth.jwt is not None and auth.jwt.jwks_endpoint is not None
+        if cfg.jwt_secret and jwks:
+            raise _KeyedError(
+                "jwt_secret", "auth.jwt.jwks_endpoint is set too; an authenticator checks one kind of key: set one or the other"
+            )
+        if not cfg.jwt_secret and not jwks:
+            raise _KeyedError(
+                "auth.jwt",
+                "jwt needs a key: `pulumi config set --secret mqtt-cluster:jwt_secret …` (HMAC) or auth.jwt.jwks_endpoint",
+            )
+    if cfg.jwt_secret and auth.mechanism != "jwt":
+        raise _KeyedError("jwt_secret", f"only used with auth.mechanism jwt (got {auth.mechanism})")
+    if auth.mechanism == "mtls":
+        raise _KeyedError(
+            "auth.mechanism",
+            "mtls alone needs the certificate identity at the brokers, which this version does not pass on yet; "
+            "use password+mtls (the proxy verifies the certificate, the broker the password)",
+        )
+    if auth.uses_mtls:
+        if cfg.role == "regional" and cfg.load_balancer.kind not in ("nginx", "haproxy"):
+            raise _KeyedError(
+                "auth.mechanism",
+                f"{auth.mechanism} needs load_balancer.kind nginx or haproxy: {cfg.load_balancer.kind} TLS listeners cannot verify client certificates",
+            )
+        if cfg.role == "regional" and cfg.load_balancer.plain_mqtt:
+            raise _KeyedError(
+                "load_balancer.plain_mqtt", "plain MQTT would bypass the device certificate check of auth.mechanism password+mtls"
+            )
+    if not cfg.is_emqx:
+        # vernemq/vernemq 2.1.1 apps/vmq_acl/docs/vmq_acl.rst:29-57: only allow lines (topic/pattern),
+        # per `user`; no deny, no client-id subjects, no "allow when nothing matches".
+        for rule in auth.acl:
+            if rule.permission == "deny":
+                raise _KeyedError("auth.acl.permission", "vernemq's ACL file has allow rules only (anything unlisted is denied)")
+            if rule.who.startswith("clientid:"):
+                raise _KeyedError("auth.acl.who", "vernemq's ACL file names users, not client ids (use ${clientid} in a topic instead)")
+        if auth.no_match != "deny":
+            raise _KeyedError("auth.no_match", "vernemq denies whatever its ACL file does not allow")
+
+
+# "The connection idle timeout for TLS listeners is 350 seconds and can't be modified" (and 350 s is
+# the TCP listeners' default) - Network Load Balancers guide, update-idle-timeout.
+NLB_IDLE_TIMEOUT = 350
+# Classic ELB idle timeout: 1 to 4000 seconds - Classic Load Balancers guide, config-idle-timeout.
+ELB_MAX_IDLE_TIMEOUT = 4000
+# Tags the program sets itself (base_tags, and Name/Role/Node/Tier per resource).
+_PROGRAM_TAGS = ("Project", "Environment", "Stack", "ManagedBy", "Name", "Role", "Node", "Tier")
+# EC2 tag restrictions: 50 per resource, keys 1-128 and values 0-256 characters of letters, digits,
+# spaces and _ . : / = + - @ (EC2 user guide, Using_Tags "Tag restrictions").
+_TAG_CHARS = re.compile(r"[\w .:/=+\-@]*")
+_MAX_USER_TAGS = 50 - len(_PROGRAM_TAGS)
 
 
 class StackConfig(_Model):
@@ -427,11 +743,28 @@ class StackConfig(_Model):
     load_balancer: LoadBalancerConfig = Field(default_factory=LoadBalancerConfig)
     links: LinksConfig | None = None
     local: LocalConfig | None = None
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     tags: dict[str, str] = Field(default_factory=dict)
     # Secrets: whether the stack supplies them. Values never enter the model (see settings.py).
     cookie: bool = False
     dashboard_password: bool = False
     license: bool = False
+    jwt_secret: bool = False
+    users: list[str] = Field(default_factory=list)
+    """Device usernames from the secret map `mqtt-cluster:users` (passwords never enter the model)."""
+
+    @field_validator("users")
+    @classmethod
+    def _usernames(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not USERNAME_RE.fullmatch(name):
+                raise ValueError(f"not a usable username {name!r}: letters, digits, '_', '.', '@', '-' (no ':', '/', '+', '#')")
+        return v
+
+    @model_validator(mode="after")
+    def _auth_rules(self) -> StackConfig:
+        _check_auth(self)
+        return self
 
     @field_validator("environment")
     @classmethod
@@ -450,11 +783,13 @@ class StackConfig(_Model):
 
     @model_validator(mode="after")
     def _combinations(self) -> StackConfig:
+        self._check_tags()
         if self.role == "regional":
             if not self.region:
                 raise _KeyedError("aws:region", "a regional stack needs a region")
             if self.region not in REGION_AZS:
                 raise _KeyedError("aws:region", f"unknown or unsupported region {self.region!r}")
+            self._check_aws_limits()
             offered = len(REGION_AZS[self.region])
             if self.network.azs > offered:
                 raise _KeyedError("network.azs", f"{self.region} offers {offered} availability zones (got {self.network.azs})")
@@ -494,6 +829,16 @@ class StackConfig(_Model):
                 raise _KeyedError(
                     "cookie", f"the cookie comes from {self.brokers.cluster_with} (brokers.cluster_with); do not set one here"
                 )
+        enterprise_replicants = self.is_emqx and self.brokers.replicants and self.brokers.edition == "enterprise"
+        if self.role in ("regional", "local") and enterprise_replicants and not self.license:
+            # Without a key the Enterprise image runs its built-in evaluation license (emqx/emqx
+            # e5.8.6-hotfix1 apps/emqx_license/include/emqx_license.hrl:13-14: "limited to ~p concurrent
+            # sessions", "not permitted for production use"; single node from 5.9, e5.9.0 same file:94).
+            raise _KeyedError(
+                "license",
+                "EMQX replicants run on the Enterprise edition, which needs a license key: "
+                "`pulumi config set --secret mqtt-cluster:license …`",
+            )
         if self.role in ("regional", "local") and self.brokers.needs_license and not self.license:
             raise _KeyedError(
                 "license",
@@ -501,6 +846,56 @@ class StackConfig(_Model):
                 "`pulumi config set --secret mqtt-cluster:license …`, or use a 5.8.x version",
             )
         return self
+
+    def _check_tags(self) -> None:
+        if len(self.tags) > _MAX_USER_TAGS:
+            raise _KeyedError("tags", f"at most {_MAX_USER_TAGS} tags (AWS allows 50 per resource, the program sets the rest)")
+        for k, v in self.tags.items():
+            if k in _PROGRAM_TAGS:
+                raise _KeyedError(f"tags.{k}", "set by the program on every resource; choose another key")
+            if not 1 <= len(k) <= 128 or not _TAG_CHARS.fullmatch(k):
+                raise _KeyedError(f"tags.{k}", "tag keys are 1-128 letters, digits, spaces and _ . : / = + - @")
+            if len(v) > 256 or not _TAG_CHARS.fullmatch(v):
+                raise _KeyedError(f"tags.{k}", "tag values are at most 256 letters, digits, spaces and _ . : / = + - @")
+
+    def _check_aws_limits(self) -> None:
+        """What AWS or the providers would reject mid-deploy, refused before any resource."""
+        from components.renderers.proxy import idle_timeout  # pure; imported late to avoid a cycle
+
+        lb, keepalive = self.load_balancer, self.brokers.keepalive
+        if lb.certificate_arn:
+            cert_region = lb.certificate_arn.split(":")[3]
+            if cert_region != self.region:
+                raise _KeyedError(
+                    "load_balancer.certificate_arn",
+                    f"is in {cert_region}; a load balancer in {self.region} needs a certificate from {self.region}",
+                )
+        # The load balancer must never cut a session the broker still keeps: the program gives
+        # idle sessions 2 x keepalive + 30 s (the broker gives up at 1.5 x keepalive).
+        if lb.kind == "nlb" and idle_timeout(keepalive) > NLB_IDLE_TIMEOUT:
+            raise _KeyedError(
+                "brokers.keepalive",
+                f"an NLB closes TLS connections idle for {NLB_IDLE_TIMEOUT} s (fixed); keepalive must be at most "
+                f"{(NLB_IDLE_TIMEOUT - 30) // 2} so 2 x keepalive + 30 fits (got {keepalive})",
+            )
+        if lb.kind == "elb" and idle_timeout(keepalive) > ELB_MAX_IDLE_TIMEOUT:
+            raise _KeyedError(
+                "brokers.keepalive",
+                f"a classic ELB idle timeout is at most {ELB_MAX_IDLE_TIMEOUT} s; keepalive must be at most "
+                f"{(ELB_MAX_IDLE_TIMEOUT - 30) // 2} so 2 x keepalive + 30 fits (got {keepalive})",
+            )
+        if lb.validated_by == self.stack:
+            raise _KeyedError("load_balancer.validated_by", "names this stack; leave it out to own the validation records")
+        if self.access.refresh_ami is not None:
+            from components.renderers.nodes import node_specs  # pure; imported late to avoid a cycle
+
+            hosts = [n.host for n in node_specs(self)]
+            if lb.kind in ("nginx", "haproxy"):
+                hosts += [f"{lb.kind}-{i + 1}" for i in range(lb.proxies)]
+            if self.access.bastion:
+                hosts.append("bastion")
+            if self.access.refresh_ami not in hosts:
+                raise _KeyedError("access.refresh_ami", f"no host {self.access.refresh_ami!r} in this stack (hosts: {', '.join(hosts)})")
 
     @property
     def local_settings(self) -> LocalConfig:
@@ -589,6 +984,16 @@ def parse(raw: dict[str, Any], *, stack: str, source: str, region: str | None = 
     for k in _TOP_LEVEL_SECRETS:
         if k in data:
             data[k] = True
+    if "users" in data:
+        users = data["users"]
+        if not isinstance(users, dict):
+            raise ConfigError(
+                source,
+                f"{PROJECT}:users",
+                "must be a secret map of username to password (pulumi config set --secret --path 'mqtt-cluster:users.NAME' …)",
+            )
+        # The names only: each value is a password (a secret the model never holds).
+        data["users"] = sorted(str(u) for u in users)
     try:
         return StackConfig.model_validate(data)
     except ValidationError as exc:

@@ -14,7 +14,7 @@ import pulumi_random as random
 
 from components import config as c
 from components import firewall, hostfiles
-from components.broker_cluster import IMDSV2, amazon_linux_ami, instance_arch, instance_profile, root_volume
+from components.broker_cluster import IMDSV2, amazon_linux_ami, ami_changes, instance_arch, instance_profile, root_volume
 from components.config import StackConfig
 from components.renderers import cloud_init
 from components.renderers.nodes import NodeSpec
@@ -36,6 +36,14 @@ from components.tls_certs import TlsMaterial, TlsMaterialArgs
 # Classic ELB's default negotiation policy still allows TLS 1.0; this predefined one does not.
 ELB_TLS12_POLICY = "ELBSecurityPolicy-TLS-1-2-2017-01"
 VPC_RESOLVER = "169.254.169.253"
+CLIENT_CA_PATH = "/etc/mqtt-cluster/tls/devices-ca.pem"
+"""The device CA bundle on proxy hosts (auth.mechanism password+mtls); public, so in user-data."""
+
+
+def device_ca_files(cfg: StackConfig) -> dict[str, str]:
+    return {CLIENT_CA_PATH: cfg.auth.mtls.ca_bundle} if cfg.auth.uses_mtls and cfg.auth.mtls and cfg.auth.mtls.ca_bundle else {}
+
+
 AL2023_STREAM_MODULE = "/usr/lib64/nginx/modules/ngx_stream_module.so"
 
 # Broker health checks of the AWS load balancers, at the fastest each kind accepts. NLB: interval
@@ -106,10 +114,17 @@ class LoadBalancer(pulumi.ComponentResource):
                 tags=tags,
                 opts=self._child,
             )
-            fqdns = []
+            fqdns: list[pulumi.Input[str]] = []
             for i, dn in enumerate(names):
                 # One validation record per name; the provider lists them in no fixed order.
                 opt = cert.domain_validation_options.apply(lambda opts, dn=dn: next(o for o in opts if o.domain_name == dn))
+                if i > 0 and lb.validated_by:
+                    # ACM asks every certificate of one account for the same CNAME per name, so a
+                    # name several stacks share (the global hostname) has ONE record, declared by
+                    # the stack that owns it (validated_by); destroying this stack leaves it alone.
+                    # This certificate waits until that record validates it.
+                    fqdns.append(opt.resource_record_name.apply(lambda fqdn: fqdn.rstrip(".")))
+                    continue
                 record = aws.route53.Record(
                     f"{n}-cert-validation" if i == 0 else f"{n}-cert-validation-{i}",
                     zone_id=lb.hosted_zone_id,
@@ -125,12 +140,20 @@ class LoadBalancer(pulumi.ComponentResource):
                 f"{n}-cert-valid", certificate_arn=cert.arn, validation_record_fqdns=fqdns, opts=self._child
             )
             return valid.certificate_arn
-        # No domain: a self-signed CA (pulumi-tls) imported into ACM; clients trust the exported CA.
+        # No hosted zone: a self-signed CA (pulumi-tls) imported into ACM; clients trust the exported
+        # CA. The name clients use is the load balancer's own DNS name (or a domain the operator
+        # points at it), and the certificate must be issued before the load balancer exists, so it
+        # names the wildcard of that DNS name's form (a "*" stands for exactly one label):
+        #   classic ELB  <name>-<digits>.<region>.elb.amazonaws.com   (Classic Load Balancers guide,
+        #                "Public DNS names for your load balancer": name-1234567890.region.elb.amazonaws.com)
+        #   NLB          <name>-<16 hex>.elb.<region>.amazonaws.com
+        region = self._cfg.region
+        lb_names = [f"*.{region}.elb.amazonaws.com"] if lb.kind == "elb" else [f"*.elb.{region}.amazonaws.com"]
         material = TlsMaterial(
             f"{n}-tls",
             TlsMaterialArgs(
-                common_name=f"mqtt.{self._cfg.stack}",
-                dns_names=[f"*.elb.{self._cfg.region}.amazonaws.com", *self._cfg.load_balancer.alternative_names],
+                common_name=lb.domain or f"mqtt.{self._cfg.stack}",
+                dns_names=[*([lb.domain] if lb.domain else []), *lb_names, *lb.alternative_names],
                 ip_addresses=[],
             ),
             opts=self._child,
@@ -350,7 +373,9 @@ class LoadBalancer(pulumi.ComponentResource):
                 opts=self._child,
             )
 
-        profile = instance_profile(f"{n}-{kind}", f"arn:aws:ssm:{region}:{a.account_id}:parameter{a.param_prefix}/*", region, a.tags, self)
+        # Exactly what proxy-start.sh fetches: the TLS pair, and the stats password for haproxy.
+        fetched = ["tls-certificate", "tls-private-key"] + (["proxy-stats-password"] if kind == "haproxy" else [])
+        profile = instance_profile(f"{n}-{kind}", [f"{a.param_prefix}/{leaf}" for leaf in fetched], region, a.account_id, a.tags, self)
         settings = self.proxy_settings(cfg, kind, a.nodes)
         conf_path = "/etc/nginx/nginx.conf" if kind == "nginx" else "/etc/haproxy/haproxy.cfg"
         conf = nginx_conf(settings) if kind == "nginx" else haproxy_cfg(settings)
@@ -365,7 +390,7 @@ class LoadBalancer(pulumi.ComponentResource):
             host = f"{kind}-{i + 1}"
             user_data = cloud_init.plain_host_user_data(
                 host,
-                extra_files=extra,
+                extra_files={**extra, **device_ca_files(cfg)},
                 packages=packages,
                 runcmd=[["chmod", "0755", path] for path in extra if path.startswith("/usr/local/sbin/")]
                 + [["/usr/local/sbin/mqtt-proxy-start"]],
@@ -391,7 +416,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 user_data=user_data,
                 user_data_replace_on_change=True,
                 tags={**a.tags, "Name": host, "Role": "proxy"},
-                opts=self._child,
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=ami_changes(cfg, host)),
             )
             aws.ec2.EipAssociation(f"{n}-{host}-eip-assoc", allocation_id=eips[i].allocation_id, instance_id=inst.id, opts=self._child)
             if lb.domain and lb.hosted_zone_id:
@@ -435,4 +460,5 @@ class LoadBalancer(pulumi.ComponentResource):
             stats_bind=f"0.0.0.0:{c.HAPROXY_STATS_PORT}" if (kind == "haproxy" and cfg.access.admin_cidrs) else None,
             resolver=f"{VPC_RESOLVER}:53" if kind == "haproxy" else None,
             pid="/run/nginx.pid" if kind == "nginx" else "/run/haproxy.pid",
+            client_ca=CLIENT_CA_PATH if cfg.auth.uses_mtls else None,
         )

@@ -16,8 +16,8 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
+from components import auth, hostfiles
 from components import config as c
-from components import hostfiles
 from components.config import StackConfig
 from components.renderers import broker as br
 from components.renderers.nodes import NodeSpec, node_specs, seed
@@ -30,9 +30,13 @@ LOCAL_MAXCONN = 10_000
 DOCKER_DNS = "127.0.0.11:53"
 """Docker's embedded resolver on user-defined networks."""
 HAPROXY_GID = "99"
+LOCAL_CLIENT_CA = "/etc/mqtt-cluster/devices-ca.pem"
 
 DATA_DIRS = {"emqx": "/opt/emqx/data", "vernemq": "/vernemq/data"}
-HEALTH = {"emqx": ["CMD", "/opt/emqx/bin/emqx", "ctl", "status"], "vernemq": ["CMD", "vernemq", "ping"]}
+# `emqx ctl status` exits 0 while the node is "is starting"; only "is started" is healthy
+# (emqx/emqx v5.8.6 apps/emqx_management/src/emqx_mgmt_cli.erl:66-68). Same check as docker/emqx/Dockerfile.
+EMQX_HEALTH_COMMAND = "timeout 8 /opt/emqx/bin/emqx ctl status | grep -q 'is started'"
+HEALTH = {"emqx": ["CMD-SHELL", EMQX_HEALTH_COMMAND], "vernemq": ["CMD", "vernemq", "ping"]}
 STATUS_PORT = {"emqx": c.DASHBOARD_PORT, "vernemq": c.VERNEMQ_HTTP_PORT}
 
 
@@ -55,7 +59,8 @@ def local_proxy_settings(cfg: StackConfig, nodes: list[NodeSpec]) -> ProxySettin
     return ProxySettings(
         backends=[Backend(n.host, n.fqdn) for n in nodes],
         wss_port=c.WSS_PORT if cfg.brokers.websocket else None,
-        plain_port=c.MQTT_PORT,
+        # Plain MQTT would bypass the device certificate check.
+        plain_port=None if cfg.auth.uses_mtls else c.MQTT_PORT,
         proxy_protocol=False,
         keepalive=cfg.brokers.keepalive,
         maxconn=LOCAL_MAXCONN,
@@ -66,6 +71,7 @@ def local_proxy_settings(cfg: StackConfig, nodes: list[NodeSpec]) -> ProxySettin
         access_log="/dev/stdout",
         log_target="stdout format raw",
         resolver=DOCKER_DNS if kind == "haproxy" else None,
+        client_ca=LOCAL_CLIENT_CA if cfg.auth.uses_mtls else None,
     )
 
 
@@ -84,6 +90,10 @@ class LocalClusterArgs:
     """Where the CA certificate is written for clients (e.g. ./.local/<stack>)."""
     docker_host: str | None = None
     """docker:host of the provider; the join commands talk to the same daemon."""
+    users_file: pulumi.Output[str] | None = None
+    """Device credentials (salted hashes, secret) from components.auth.DeviceAuth."""
+    auth_secrets: dict[str, pulumi.Output[str]] | None = None
+    """More secret environment by leaf (e.g. the JWT key), from components.auth.DeviceAuth."""
 
 
 class LocalCluster(pulumi.ComponentResource):
@@ -114,6 +124,7 @@ class LocalCluster(pulumi.ComponentResource):
         secret_values = {"cookie": args.cookie, "dashboard-password": args.dashboard_password}
         if args.license is not None:
             secret_values["license"] = args.license
+        secret_values.update(args.auth_secrets or {})
         core_names = [n.node_name for n in self.nodes if n.role == "core"]
 
         image = args.image
@@ -138,6 +149,8 @@ class LocalCluster(pulumi.ComponentResource):
                 hostfiles.put(node.host, "emqx.conf", conf)
                 uploads.append(docker.ContainerUploadArgs(file="/opt/emqx/etc/emqx.conf", content=conf, permissions="0644"))
             hostfiles.put(node.host, "broker.env", br.env_file(env))
+            if args.users_file is not None:
+                uploads += auth.local_uploads(cfg, args.users_file)
             ports = []
             if node.index == first.index:
                 ports.append(docker.ContainerPortArgs(internal=STATUS_PORT[engine], external=local.dashboard_port, ip=local.bind))
@@ -159,7 +172,7 @@ class LocalCluster(pulumi.ComponentResource):
                 ports=ports,
                 ulimits=[docker.ContainerUlimitArgs(name="nofile", soft=1_048_576, hard=1_048_576)],
                 healthcheck=docker.ContainerHealthcheckArgs(
-                    tests=HEALTH[engine], interval="10s", timeout="5s", start_period="60s", retries=3
+                    tests=HEALTH[engine], interval="10s", timeout="10s", start_period="60s", retries=3
                 ),
                 labels=labels,
                 # Stop gracefully: the broker hands its sessions over before the container goes.
@@ -183,7 +196,11 @@ class LocalCluster(pulumi.ComponentResource):
         else:
             pem = pulumi.Output.secret(pulumi.Output.concat(args.cert_pem, args.private_key_pem))
             tls_files = [docker.ContainerUploadArgs(file=settings.pem, content=pem, permissions="0640", owner="0", group=HAPROXY_GID)]
-        published = [(c.MQTTS_PORT, local.mqtts_port), (c.MQTT_PORT, local.mqtt_port)]
+        if cfg.auth.uses_mtls and cfg.auth.mtls and cfg.auth.mtls.ca_bundle:
+            tls_files.append(docker.ContainerUploadArgs(file=LOCAL_CLIENT_CA, content=cfg.auth.mtls.ca_bundle, permissions="0644"))
+        published = [(c.MQTTS_PORT, local.mqtts_port)]
+        if settings.plain_port:
+            published.append((c.MQTT_PORT, local.mqtt_port))
         if cfg.brokers.websocket:
             published.append((c.WSS_PORT, local.wss_port))
         proxy_image = docker.RemoteImage(f"{name}-proxy-image", name=PROXY_IMAGES[kind], keep_locally=True, opts=child)

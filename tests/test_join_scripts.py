@@ -19,9 +19,12 @@ FAKES = Path(__file__).parent / "fakes"
 
 def _script(engine: str, tmp_path: Path, index: int = 1, replicants: int = 0, seed_container: str | None = None) -> tuple[Path, str, str]:
     brokers = {"engine": engine, "count": 3, "replicants": replicants}
+    raw: dict = {"brokers": brokers}
     if engine == "vernemq":
         brokers["accept_eula"] = True
-    cfg = parse({"brokers": brokers}, stack="dev", source="x", region="eu-central-1")
+    if replicants:  # replicants need the Enterprise edition and its license since EMQX 5.8
+        brokers["image"], raw["license"] = "emqx/emqx-enterprise:5.8.6", True
+    cfg = parse(raw, stack="dev", source="x", region="eu-central-1")
     nodes = node_specs(cfg)
     path = tmp_path / "node.sh"
     path.write_text(node_script(engine, nodes[index], seed(nodes), container="broker", seed_container=seed_container))

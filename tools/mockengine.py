@@ -225,8 +225,10 @@ class ProgramMocks(pmocks.Mocks):
                 state["publicIp"] = f"203.0.113.{n}"
         elif t == "aws:ec2/eip:Eip":
             state["publicIp"] = f"198.51.100.{int(_short_hash(rid, n=2), 16) % 250 + 1}"
-        elif t in ("aws:lb/loadBalancer:LoadBalancer", "aws:elb/loadBalancer:LoadBalancer"):
-            state.update(dnsName=f"{name}-{_short_hash(rid, n=10)}.elb.{region}.amazonaws.com", zoneId="Z26RNL4JYFTOTI")
+        elif t == "aws:lb/loadBalancer:LoadBalancer":  # NLB: <name>-<16 hex>.elb.<region>.amazonaws.com
+            state.update(dnsName=f"{state['name']}-{_short_hash(rid, n=16)}.elb.{region}.amazonaws.com", zoneId="Z26RNL4JYFTOTI")
+        elif t == "aws:elb/loadBalancer:LoadBalancer":  # classic: <name>-<digits>.<region>.elb.amazonaws.com
+            state.update(dnsName=f"{state['name']}-{int(_short_hash(rid, n=8), 16)}.{region}.elb.amazonaws.com", zoneId="Z26RNL4JYFTOTI")
         elif t == "aws:route53/zone:Zone":
             rid = f"Z0{_short_hash(rid, n=18).upper()}"
             state.update(zoneId=rid, nameServers=["ns-1.awsdns-01.org"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from components import config as c
 from components.config import StackConfig
-from components.renderers import render
+from components.renderers import auth, render
 from components.renderers.nodes import NodeSpec
 
 
@@ -22,8 +22,29 @@ def listener_proxy_protocol(cfg: StackConfig) -> tuple[bool, bool]:
     return pp, pp and cfg.load_balancer.kind != "nginx"
 
 
+def front_kind(cfg: StackConfig) -> str:
+    """What sits in front of the brokers: the local stack's proxy container, or load_balancer.kind."""
+    return cfg.local_settings.proxy if cfg.role == "local" else cfg.load_balancer.kind
+
+
+def ws_forwarded_headers(cfg: StackConfig) -> tuple[str, str]:
+    """Headers the WebSocket listener takes the client's address and port from ("" = none).
+
+    EMQX believes the first address of proxy_address_header and the first value of
+    proxy_port_header, defaults x-forwarded-for / x-forwarded-port (emqx/emqx v5.8.6
+    apps/emqx/src/emqx_ws_connection.erl:1056-1087; apps/emqx/src/emqx_schema.erl:960-975).
+    Only nginx sets them (from $remote_addr / $remote_port, replacing whatever the client sent);
+    NLB, ELB and haproxy pass WebSocket through as TCP, so there the header would be the device's
+    own claim. A blank name matches no header, and EMQX falls back to the socket's peer.
+    """
+    if front_kind(cfg) == "nginx":
+        return "x-forwarded-for", "x-forwarded-port"
+    return "", ""
+
+
 def emqx_hocon(cfg: StackConfig, node: NodeSpec, seeds: list[str]) -> str:
     pp, ws_pp = listener_proxy_protocol(cfg)
+    addr_header, port_header = ws_forwarded_headers(cfg)
     return render(
         "emqx.conf.j2",
         node=node,
@@ -35,10 +56,13 @@ def emqx_hocon(cfg: StackConfig, node: NodeSpec, seeds: list[str]) -> str:
         mqtt_port=c.MQTT_PORT,
         ws_port=c.WS_PORT,
         dashboard_port=c.DASHBOARD_PORT,
+        rpc_port=c.EMQX_RPC_PORT,
+        proxy_address_header=addr_header,
+        proxy_port_header=port_header,
         # Idle connections are closed by the broker after 1.5x keepalive (MQTT spec); this only
         # bounds how long an unauthenticated socket may sit before sending CONNECT.
         idle_timeout="15s",
-    )
+    ) + auth.emqx_auth_hocon(cfg)  # devices: authentication chain and ACL source
 
 
 # VerneMQ image facts (vernemq/docker-vernemq at 31299af, the commit that set VERNEMQ_VERSION="2.1.1";
@@ -128,6 +152,7 @@ def vernemq_env(cfg: StackConfig, node: NodeSpec, seed: NodeSpec) -> dict[str, s
         env["DOCKER_VERNEMQ_LISTENER__TCP__DEFAULT__PROXY_PROTOCOL"] = "on"
     if ws_pp and cfg.brokers.websocket:
         env["DOCKER_VERNEMQ_LISTENER__WS__DEFAULT__PROXY_PROTOCOL"] = "on"
+    env.update(auth.vernemq_auth_env(cfg))
     if node.index != seed.index:
         # The image joins this node at every start, so a restarted node rejoins by itself.
         env["DOCKER_VERNEMQ_DISCOVERY_NODE"] = seed.fqdn
@@ -156,5 +181,7 @@ def secret_env_names(cfg: StackConfig) -> dict[str, str]:
         names = {"cookie": "EMQX_NODE__COOKIE", "dashboard-password": "EMQX_DASHBOARD__DEFAULT_PASSWORD"}
         if cfg.license:
             names["license"] = "EMQX_LICENSE__KEY"
+        if cfg.auth.mechanism == "jwt" and cfg.jwt_secret:
+            names[auth.JWT_SECRET_LEAF] = auth.EMQX_JWT_SECRET_ENV
         return names
     return {"cookie": VERNEMQ_COOKIE_ENV}

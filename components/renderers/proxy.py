@@ -83,6 +83,8 @@ class ProxySettings:
     resolver: str | None = None
     """DNS server haproxy re-resolves backend names with (the VPC resolver on AWS)."""
     check_client_id: str = "mqtt-cluster-check"
+    client_ca: str | None = None
+    """Device CA bundle (auth.mechanism password+mtls): the proxy verifies client certificates."""
 
 
 def idle_timeout(keepalive: int) -> int:
