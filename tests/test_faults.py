@@ -277,3 +277,46 @@ def test_nginx_proxy_hosts_ship_and_start_the_checker():
         assert f"systemctl enable --now {CHECKER_UNIT}" in files[(host, "mqtt-proxy-start")]
         assert len(files[(host, "cloud-init.yaml")].encode()) < 16384, "EC2 user-data limit"
     assert not any(name == CHECKER_UNIT for _, name in plan_of("vernemq").files), "haproxy checks by itself"
+
+
+def test_the_checker_fails_open_when_every_broker_fails(tmp_path):
+    """All brokers refusing: marking them all down would refuse every device, so none is marked
+    and nginx is not reloaded (no pid file exists to signal: a reload attempt would crash it)."""
+    import signal
+    import subprocess
+    import sys
+
+    from components.renderers.proxy import upstream_checker
+
+    ports = [free_port(h) for h in HOSTS]  # nothing listens: connection refused
+    conf = tmp_path / "nginx.conf"
+    text = "pid {};\nstream {{\n    upstream mqtt_brokers {{\n        zone mqtt_brokers 64k;\n{}    }}\n}}\n".format(
+        tmp_path / "absent.pid", "".join(f"        server {h}:{p} max_fails=2;\n" for h, p in zip(HOSTS, ports, strict=True))
+    )
+    conf.write_text(text)
+    script = tmp_path / "mqtt-upstream-check"
+    script.write_text(upstream_checker())
+    fast = ["--inter", "0.05", "--fastinter", "0.05", "--timeout", "0.2", "--fall", "2", "--rise", "3"]
+    p = subprocess.run([sys.executable, str(script), "--conf", str(conf), *fast, "--rounds", "5"], capture_output=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert conf.read_text() == text
+
+    # One broker answering MQTT is enough for the others to be marked down.
+    (tmp_path / "lab").mkdir()
+    with Lab(tmp_path / "lab") as lab:
+        lab.start_brokers(HOSTS[:1], free_port(HOSTS[0]), listeners=(False, False))
+        live = f"{HOSTS[0]}:{lab.brokers[0].port}"
+        pid = tmp_path / "reload.pid"
+        sleeper = subprocess.Popen(["sleep", "30"])
+        try:
+            pid.write_text(str(sleeper.pid))
+            conf.write_text(text.replace(f"{HOSTS[0]}:{ports[0]}", live).replace(str(tmp_path / "absent.pid"), str(pid)))
+            p = subprocess.run([sys.executable, str(script), "--conf", str(conf), *fast, "--rounds", "5"], capture_output=True, timeout=30)
+            assert sleeper.wait(timeout=5) == -signal.SIGHUP, "the reload signal reached the pid file's process"
+        finally:
+            if sleeper.poll() is None:
+                sleeper.kill()
+                sleeper.wait()
+        out = conf.read_text()
+        assert f"server {live} max_fails=2;" in out
+        assert all(f"server {h}:{p} max_fails=2 down;" in out for h, p in zip(HOSTS[1:], ports[1:], strict=True)), out
