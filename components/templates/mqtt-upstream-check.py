@@ -151,8 +151,11 @@ def main(argv: list[str] | None = None) -> int:
             for name in [a.upstream, *a.follow]:
                 text = with_down(text, name, hosts)
             write_atomically(a.conf, text)
-            reload_nginx(text)
-            print(f"down: {sorted(want) or 'none'}; nginx reloaded", file=sys.stderr, flush=True)
+            try:
+                reload_nginx(text)
+                print(f"down: {sorted(want) or 'none'}; nginx reloaded", file=sys.stderr, flush=True)
+            except (OSError, ValueError) as e:  # nginx not running: it starts with the file as written
+                print(f"down: {sorted(want) or 'none'}; nginx not reloaded: {e}", file=sys.stderr, flush=True)
             down = want
         changing = any((0 < streak[addr] < a.rise) if addr in down else (-a.fall < streak[addr] < 0) for addr in marked)
         time.sleep(max(0.0, (a.fastinter if changing else a.inter) - (time.monotonic() - began)))
