@@ -401,6 +401,7 @@ class Lab:
             started.append(Broker(host, direct[i], ws_port, proc))
         for b in started:
             wait_port(b.host, b.direct_port)
+            wait_port("127.0.0.1", b.ws_port)  # the WebSocket listener opens separately
         if listeners:
             mqtt_pp, ws_pp = listeners
             for b in started:
