@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Collection
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -693,6 +694,15 @@ LOCAL_PROXY_HOST = 2
 LOCAL_FIRST_NODE_HOST = 10
 
 _TOP_LEVEL_SECRETS = ("cookie", "dashboard_password", "license", "jwt_secret")
+"""Secrets the model only records as present (their values never enter it)."""
+
+SECRET_KEYS: frozenset[str] = frozenset({*_TOP_LEVEL_SECRETS, "users"})
+"""Top-level keys that hold secrets: the stack file must store them encrypted
+(`pulumi config set --secret`, or `--secret --path` for each entry of a map). Add every new
+secret key here; parse() enforces it against the keys the engine marks secret."""
+
+OFFLINE_SECRET_PREFIX = "offline-secret:"  # noqa: S105 - a marker, not a secret
+"""The offline plan cannot decrypt `{secure: …}` values; it stands in ``offline-secret:<key path>``."""
 
 
 def _check_auth(cfg: StackConfig) -> None:
@@ -1017,16 +1027,106 @@ def _key_of(loc: tuple[Any, ...]) -> str:
     return f"{PROJECT}:{'.'.join(parts)}"
 
 
-def parse(raw: dict[str, Any], *, stack: str, source: str, region: str | None = None) -> StackConfig:
+def _tag_values(tags: Any) -> Any:
+    """`pulumi config set --path 'mqtt-cluster:tags.CostCenter' 1234` stores the number 1234: with
+    --path the CLI coerces "true"/"false" and decimal integers (# pulumi/pulumi v3.259.0
+    pkg/cmd/pulumi/config/config.go:863-878, :901; sdk/go/common/resource/config/value.go:145-166,
+    object.go:566-593 coerce()). AWS tag values are strings, so such a value is taken as its text."""
+    if not isinstance(tags, dict):
+        return tags
+    out = {}
+    for k, v in tags.items():
+        if isinstance(v, bool):
+            v = "true" if v else "false"
+        elif isinstance(v, float) and v.is_integer():
+            v = str(int(v))
+        elif isinstance(v, (int, float)):
+            v = str(v)
+        out[k] = v
+    return out
+
+
+def _secret_leaves(value: Any, path: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Paths of the offline plan's placeholders for encrypted values nested in mappings."""
+    if isinstance(value, str) and value.startswith(OFFLINE_SECRET_PREFIX) and len(path) > 1:
+        return {path}
+    if isinstance(value, dict):
+        return set().union(*(_secret_leaves(v, (*path, str(k))) for k, v in value.items()))
+    return set()
+
+
+def _without(data: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    out = dict(data)
+    if len(path) == 1:
+        out.pop(path[0], None)
+    elif isinstance(out.get(path[0]), dict):
+        out[path[0]] = _without(out[path[0]], path[1:])
+    return out
+
+
+def _with(model: Any, path: tuple[str, ...], value: Any) -> Any:
+    if not isinstance(model, BaseModel):
+        return model
+    if len(path) == 1:
+        return model.model_copy(update={path[0]: value})
+    return model.model_copy(update={path[0]: _with(getattr(model, path[0], None), path[1:], value)})
+
+
+def _error(exc: ValidationError, source: str) -> ConfigError:
+    err = exc.errors(include_url=False)[0]
+    loc = tuple(err["loc"])
+    original = (err.get("ctx") or {}).get("error")
+    if isinstance(original, _KeyedError):
+        key = original.key
+        prefix = [str(p) for p in loc if not isinstance(p, int)]
+        full = key if key.startswith("aws:") else f"{PROJECT}:{'.'.join([*prefix, key])}"
+        return ConfigError(source, full, original.problem)
+    key = _key_of(loc)
+    problem = _describe(err)
+    if err["type"] == "extra_forbidden" and len(loc) == 1 and "." in str(loc[0]):
+        if str(loc[0]).split(".")[0] in StackConfig.model_fields:
+            # `pulumi config set mqtt-cluster:brokers.count 5` without --path stores a key named
+            # "brokers.count" (# pulumi/pulumi v3.259.0 pkg/cmd/pulumi/config/config.go:774-777 --path,
+            # :807 ParseConfigKey(ws, args[0], c.Path)).
+            problem = f"unknown key; did you mean `pulumi config set --path '{key}' …`?"
+    return ConfigError(source, key, problem)
+
+
+def parse(
+    raw: dict[str, Any],
+    *,
+    stack: str,
+    source: str,
+    region: str | None = None,
+    secret_keys: Collection[str] | None = None,
+) -> StackConfig:
     """Validate raw stack config (top-level keys without the project prefix) into the model.
 
+    ``secret_keys``: the (unprefixed) keys the engine marks secret — a key of :data:`SECRET_KEYS`
+    outside it was written in clear. Values starting with :data:`OFFLINE_SECRET_PREFIX` inside a
+    section are encrypted values the offline plan cannot read: their format is not checked.
     Raises :class:`ConfigError` with one line naming ``source``, the key and the problem.
     """
+    if "users" in raw and not isinstance(raw["users"], dict):
+        raise ConfigError(
+            source,
+            f"{PROJECT}:users",
+            "must be a secret map of username to password (pulumi config set --secret --path 'mqtt-cluster:users.NAME' …)",
+        )
+    if secret_keys is not None:
+        for k in sorted(SECRET_KEYS & set(raw) - set(secret_keys)):
+            raise ConfigError(
+                source,
+                f"{PROJECT}:{k}",
+                f"is a secret but stored in clear; remove it and run `pulumi config set --secret {PROJECT}:{k} …`",
+            )
     data = dict(raw)
     data.setdefault("environment", stack)
     data["stack"] = stack
     if region is not None:
         data["region"] = region
+    if "tags" in data:
+        data["tags"] = _tag_values(data["tags"])
     for k in _TOP_LEVEL_SECRETS:
         if k in data:
             data[k] = True
@@ -1040,22 +1140,66 @@ def parse(raw: dict[str, Any], *, stack: str, source: str, region: str | None = 
             )
         # The names only: each value is a password (a secret the model never holds).
         data["users"] = sorted(str(u) for u in users)
-    try:
-        return StackConfig.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        loc = tuple(err["loc"])
-        original = (err.get("ctx") or {}).get("error")
-        if isinstance(original, _KeyedError):
-            key = original.key
-            prefix = [str(p) for p in loc if not isinstance(p, int)]
-            full = key if key.startswith("aws:") else f"{PROJECT}:{'.'.join([*prefix, key])}"
-            raise ConfigError(source, full, original.problem) from None
-        raise ConfigError(source, _key_of(loc), _describe(err)) from None
+    unreadable = _secret_leaves(data)
+    skipped: dict[tuple[str, ...], Any] = {}
+    while True:  # bounded: each pass skips one more of the finitely many unreadable values
+        try:
+            cfg = StackConfig.model_validate(data)
+            break
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            path = tuple(str(p) for p in err["loc"])
+            if path in unreadable and path not in skipped and not isinstance((err.get("ctx") or {}).get("error"), _KeyedError):
+                skipped[path] = _lookup(data, path)
+                data = _without(data, path)
+                continue
+            raise _error(exc, source) from None
+    for path, value in skipped.items():
+        cfg = _with(cfg, path, value)
+    if skipped:
+        _recheck(cfg, source)
+    return cfg
+
+
+def _recheck(cfg: StackConfig, source: str) -> None:
+    """Run the cross-key rules again with the unreadable values back in place (only their format
+    was skipped): e.g. an encrypted certificate_arn on nginx hosts is still refused."""
+    sections: list[tuple[str, BaseModel]] = [(name, getattr(cfg, name)) for name in type(cfg).model_fields]
+    for prefix, model in [*((p, m) for p, m in sections if isinstance(m, BaseModel)), ("", cfg)]:
+        for dec in type(model).__pydantic_decorators__.model_validators.values():
+            if dec.info.mode != "after":
+                continue
+            try:
+                dec.func(model)
+            except _KeyedError as exc:
+                key = exc.key if exc.key.startswith("aws:") or not prefix else f"{prefix}.{exc.key}"
+                raise ConfigError(source, key if key.startswith("aws:") else f"{PROJECT}:{key}", exc.problem) from None
+            except ValueError as exc:
+                raise ConfigError(source, f"{PROJECT}:{prefix}" if prefix else PROJECT, str(exc)) from None
+            except (IndexError, KeyError, TypeError, AttributeError):
+                continue  # a rule that reads inside the unreadable value (e.g. an ARN's region): not checkable offline
+
+
+def _lookup(data: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = data
+    for p in path:
+        value = value[p]
+    return value
+
+
+def _placeholders(value: Any, path: str) -> Any:
+    """Encrypted values (`{secure: …}`, at any depth) as the offline plan's marked placeholders."""
+    if isinstance(value, dict):
+        if len(value) == 1 and isinstance(value.get("secure"), str):
+            return f"{OFFLINE_SECRET_PREFIX}{path}"
+        return {k: _placeholders(v, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_placeholders(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
 
 
 def stack_file_config(doc: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-    """A stack file's document as parse() input: unprefixed keys, secure values as present."""
+    """A stack file's document as parse() input: unprefixed keys, encrypted values as placeholders."""
     raw: dict[str, Any] = {}
     region = None
     for key, value in (doc.get("config") or {}).items():
@@ -1065,5 +1209,6 @@ def stack_file_config(doc: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
             continue
         if ":" in key and not key.startswith(f"{PROJECT}:"):
             continue
-        raw[key.split(":", 1)[-1]] = True if isinstance(value, dict) and set(value) == {"secure"} else value
+        name = key.split(":", 1)[-1]
+        raw[name] = _placeholders(value, name)
     return raw, region

@@ -14,8 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from components import stackfile
 from components.config import ConfigError, LinksConfig, StackConfig, filter_covers, parse, stack_file_config
 
 STACKS_DIR = Path(__file__).resolve().parent.parent / "stacks"
@@ -67,8 +66,11 @@ def load_region(stack: str, *, source: str, key: str, stacks_dir: Path = STACKS_
     path = stacks_dir / f"Pulumi.{stack}.yaml"
     if not path.exists():
         raise ConfigError(source, key, f"{stack} does not exist (no stacks/{path.name})")
-    with open(path, encoding="utf-8") as fh:
-        doc = yaml.safe_load(fh) or {}
+    try:
+        # Read as the CLI reads it (go-yaml v3, YAML 1.2): `on`/`yes` stay strings, duplicate keys are refused.
+        doc = stackfile.load(path.read_text(encoding="utf-8")) or {}
+    except stackfile.StackFileError as exc:
+        raise ConfigError(f"stacks/{path.name}", key, str(exc)) from None
     raw, region = stack_file_config(doc)
     rel = f"stacks/{path.name}"
     cfg = parse(raw, stack=stack, source=rel, region=region)  # its own errors name its own file

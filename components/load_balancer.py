@@ -291,7 +291,8 @@ class LoadBalancer(pulumi.ComponentResource):
                 policy_attributes=[aws.elb.LoadBalancerPolicyPolicyAttributeArgs(name="ProxyProtocol", value="true")],
                 opts=self._child,
             )
-            for port in [x.instance_port for x in listeners]:
+            # One policy per instance port: with plain_mqtt, 1883 and 8883 both forward to 1883.
+            for port in sorted({x.instance_port for x in listeners}):
                 aws.elb.LoadBalancerBackendServerPolicy(
                     f"{n}-proxy-protocol-{port}",
                     load_balancer_name=elb.name,

@@ -8,7 +8,7 @@ import os
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from components.config import PROJECT, ConfigError, StackConfig, parse
+from components.config import PROJECT, SECRET_KEYS, ConfigError, StackConfig, parse
 from components.links import Region, check
 
 SOURCE_ENV = "MQTT_CLUSTER_CONFIG_SOURCE"
@@ -46,13 +46,43 @@ def _raw_project_config() -> dict[str, object]:
     return raw
 
 
+def _secret_keys() -> set[str]:
+    """Unprefixed keys the engine marks secret: their stored value holds ciphertext (the CLI sends
+    Map.SecureKeys(), # pulumi/pulumi v3.259.0 pkg/resource/deploy/source_eval.go:223; the SDK
+    answers is_config_secret from that list)."""
+    prefix = f"{PROJECT}:"
+    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    return {k[len(prefix) :] for k in keys if k.startswith(prefix) and runtime_config.is_config_secret(k)}
+
+
+def clear_use_warnings(secret_keys: set[str]) -> list[str]:
+    """Sections the operator encrypted (a nested `secure:` value) whose values the program passes to
+    resources in clear: only SECRET_KEYS are carried as Pulumi secrets, so say so instead of letting
+    an encrypted value reach the state unencrypted without a word."""
+    return [
+        f"mqtt-cluster:{k} holds a value set with --secret; this program uses {k} values in resource inputs "
+        "in clear (they are identifiers, not credentials), so the state stores them unencrypted"
+        for k in sorted(secret_keys - set(SECRET_KEYS))
+    ]
+
+
 def load() -> StackConfig:
     stack = pulumi.get_stack()
     source = source_name(stack)
+    secret_keys = _secret_keys()
     try:
-        return parse(_raw_project_config(), stack=stack, source=source, region=pulumi.Config("aws").get("region"))
+        cfg = parse(
+            _raw_project_config(),
+            stack=stack,
+            source=source,
+            region=pulumi.Config("aws").get("region"),
+            secret_keys=secret_keys,
+        )
     except ConfigError as exc:
         raise StackConfigError(exc.source, exc.key, exc.problem) from None
+    for warning in clear_use_warnings(secret_keys):
+        pulumi.log.warn(warning)
+    return cfg
 
 
 def linked_regions(cfg: StackConfig) -> dict[str, Region]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from components.config import SECRET_KEYS
 from tools import mockengine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,11 +34,13 @@ def program():
     """Run the program with a stack's config plus overrides, under fresh mocks; returns the Plan."""
 
     def run(base: str = "dev", stack: str | None = None, **overrides):
-        config = stack_config(base)
+        config, secret_keys = mockengine._flatten_config(mockengine.read_stack_file(mockengine.stack_file(base)))
         for key, value in overrides.items():
             full = key if ":" in key else f"mqtt-cluster:{key}"
             config[full] = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
-        return mockengine.run_program(stack or base, config)
+            if key in SECRET_KEYS:  # as `pulumi config set --secret` stores them
+                secret_keys.append(full)
+        return mockengine.run_program(stack or base, config, secret_keys)
 
     return run
 

@@ -160,7 +160,7 @@ def test_the_regional_users_file_has_the_bridge_user_only_when_enabled(program, 
             {"auth": {"bridge_topics": ["#"], "mechanism": "jwt", "jwt": {"jwks_endpoint": "https://id.example.com/jwks"}}},
             "auth.bridge_topics",
         ),
-        ({"users": {"mqtt-bridge": "x"}}, "users"),
+        ({"users": {"mqtt-bridge": "x"}}, "users: mqtt-bridge is reserved"),
     ],
 )
 def test_bad_bridge_settings_are_refused_naming_the_key(raw, key):

@@ -455,3 +455,13 @@ def test_a_hung_conf_load_is_bounded(tmp_path):
     proc = subprocess.run(["bash", str(script), "apply"], env=env, capture_output=True, text=True, timeout=30)
     assert proc.returncode != 0 and "timed out after 1s" in proc.stderr
     assert time.monotonic() - t0 < 8
+
+
+def test_linked_stack_files_are_read_as_the_cli_reads_them(tmp_path):
+    # YAML 1.2 (go-yaml v3): `on` is a string, so the regional model refuses it, naming the regional file.
+    (tmp_path / "Pulumi.a.yaml").write_text(
+        "config:\n  aws:region: eu-west-1\n  mqtt-cluster:network: {cidr: 10.1.0.0/16}\n  mqtt-cluster:brokers:\n    websocket: on\n"
+    )
+    _write(tmp_path, "b", "us-west-2", "10.2.0.0/16")
+    with pytest.raises(ConfigError, match=r"^stacks/Pulumi.a.yaml: mqtt-cluster:brokers.websocket: must be true or false"):
+        check(_global(["a", "b"]), "x", tmp_path)

@@ -93,7 +93,7 @@ def test_dev_json_plan_matches_the_contract():
     assert doc["project"] == "mqtt-cluster" and doc["stack"] == "dev"
     assert set(doc) == {"project", "stack", "resources", "outputs"}
     for r in doc["resources"]:
-        assert set(r) == {"urn", "type", "name", "parent", "custom", "provider", "inputs", "dependencies"}
+        assert set(r) == {"urn", "type", "name", "parent", "custom", "provider", "inputs", "dependencies", "options"}
         assert r["urn"].startswith("urn:pulumi:dev::mqtt-cluster::")
         assert all(d.startswith("urn:pulumi:dev::") for d in r["dependencies"])
     subnet = next(r for r in doc["resources"] if r["type"] == "aws:ec2/subnet:Subnet")

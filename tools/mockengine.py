@@ -14,7 +14,7 @@ import ipaddress
 import json
 import os
 import runpy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,9 @@ from pulumi.runtime import settings as psettings
 from pulumi.runtime.stack import Stack, wait_for_rpcs
 from pulumi.runtime.sync_await import _sync_await
 
-from components import hostfiles
+from components import hostfiles, stackfile
 from components.config import PROJECT, REGION_AZS
+from tools import cliconfig
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "123456789012"
@@ -50,6 +51,8 @@ class Resource:
     provider: str | None
     inputs: dict[str, Any]
     dependencies: list[str]
+    options: dict[str, Any] = field(default_factory=dict)
+    """Resource options as the engine receives them, non-empty ones only."""
     id: str = ""
     """The mock's physical id (not part of the JSON contract; tests match references with it)."""
 
@@ -63,6 +66,7 @@ class Resource:
             "provider": self.provider,
             "inputs": self.inputs,
             "dependencies": self.dependencies,
+            "options": self.options,
         }
 
 
@@ -271,23 +275,108 @@ class ProgramMocks(pmocks.Mocks):
         return rid, state
 
 
-class RecordingMonitor(pmocks.MockMonitor):
-    """The SDK's mock monitor, keeping each register request as the engine would receive it."""
+class DuplicateUrnError(pulumi.RunError):
+    """The engine's refusal of a second resource with the same URN."""
 
-    def __init__(self, mocks: pmocks.Mocks):
+    def __init__(self, urn: str):
+        self.urn = urn
+        # pulumi/pulumi v3.259.0 sdk/go/common/diag/errors.go:32-34, raised by the step generator
+        # for every URN seen twice in one deployment (pkg/resource/deploy/step_generator.go:276-286).
+        super().__init__(f"Duplicate resource URN '{urn}'; try giving it a unique name")
+
+
+def _options(request, depends_on: list[str]) -> dict[str, Any]:
+    """The resource options a RegisterResourceRequest carries, non-empty ones only
+    (pulumi/pulumi sdk/proto/resource.proto RegisterResourceRequest; filled by the Python SDK in
+    pulumi/runtime/resource.py register_resource)."""
+    opts: dict[str, Any] = {}
+    if request.ignoreChanges:
+        opts["ignoreChanges"] = list(request.ignoreChanges)
+    if request.deleteBeforeReplace:
+        opts["deleteBeforeReplace"] = True
+    if request.replaceOnChanges:
+        opts["replaceOnChanges"] = list(request.replaceOnChanges)
+    if request.HasField("protect") and request.protect:
+        opts["protect"] = True
+    if request.HasField("retainOnDelete") and request.retainOnDelete:
+        opts["retainOnDelete"] = True
+    if depends_on:
+        opts["dependsOn"] = depends_on
+    if request.HasField("customTimeouts"):
+        timeouts = {k: v for k, v in json_format.MessageToDict(request.customTimeouts).items() if v}
+        if timeouts:
+            opts["customTimeouts"] = timeouts
+    aliases: list[Any] = [a.urn if a.WhichOneof("alias") == "urn" else json_format.MessageToDict(a.spec) for a in request.aliases]
+    aliases += list(request.aliasURNs)
+    if aliases:
+        opts["aliases"] = aliases
+    if request.deletedWith:
+        opts["deletedWith"] = request.deletedWith
+    return opts
+
+
+class _ExplicitDependsOn:
+    """The explicit ``depends_on`` URNs of each registration, as the SDK resolves them.
+
+    The request's ``dependencies`` merges them with every property dependency
+    (pulumi/runtime/resource.py prepare_resource), so they are recorded where the SDK computes them:
+    a wrapper of ``prepare_resource`` asks the SDK's own ``_resolve_depends_on_urns`` for the same
+    list (components expanded to their children, as sent), keyed by (parent URN, type, name).
+    """
+
+    def __init__(self):
+        self.by_key: dict[tuple[str, str, str], list[str]] = {}
+        self._original = None
+
+    def install(self) -> None:
+        from pulumi.runtime import resource as rt
+
+        original = self._original = rt.prepare_resource
+        by_key = self.by_key
+
+        async def prepare_resource(res, ty, custom, remote, props, opts, typ=None):
+            result = await original(res, ty, custom, remote, props, opts, typ)
+            if opts is not None and opts.depends_on is not None:
+                urns = await rt._resolve_depends_on_urns(opts._depends_on_list(), from_resource=res)
+                by_key[(result.parent_urn or "", ty, res._name)] = sorted(urns)
+            return result
+
+        rt.prepare_resource = prepare_resource
+
+    def uninstall(self) -> None:
+        from pulumi.runtime import resource as rt
+
+        if self._original is not None:
+            rt.prepare_resource = self._original
+            self._original = None
+
+
+class RecordingMonitor(pmocks.MockMonitor):
+    """The SDK's mock monitor, keeping each register request as the engine would receive it,
+    and refusing what the engine refuses (a URN registered twice)."""
+
+    def __init__(self, mocks: pmocks.Mocks, depends_on: _ExplicitDependsOn | None = None):
         super().__init__(mocks)
         self.records: list[Resource] = []
         self.stack_outputs: dict[str, Any] = {}
+        self.urns: set[str] = set()
+        self.depends_on = depends_on or _ExplicitDependsOn()
 
     def RegisterResource(self, request):
-        response = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
-            return response
+            # set_mocks registers a root stack of its own before the program's; not a program resource.
+            return super().RegisterResource(request)
+        urn = self.make_urn(request.parent, request.type, request.name)
+        if urn in self.urns:
+            raise DuplicateUrnError(urn)
+        self.urns.add(urn)
+        response = super().RegisterResource(request)
         deps = set(request.dependencies)
         for pd in request.propertyDependencies.values():
             deps.update(pd.urns)
         inputs = wire_to_plain(json_format.MessageToDict(request.object)) if request.object else {}
         provider = request.provider.split("::")[0] if request.provider else None
+        explicit = self.depends_on.by_key.get((request.parent, request.type, request.name), [])
         self.records.append(
             Resource(
                 urn=response.urn,
@@ -298,6 +387,7 @@ class RecordingMonitor(pmocks.MockMonitor):
                 provider=provider or None,
                 inputs=inputs,
                 dependencies=sorted(deps),
+                options=_options(request, explicit),
                 id=response.id,
             )
         )
@@ -313,32 +403,44 @@ def stack_file(stack: str) -> Path:
     return ROOT / "stacks" / f"Pulumi.{stack}.yaml"
 
 
+PROJECT_FILE = ROOT / "Pulumi.yaml"
+
+
+def load_project(path: Path | None = None) -> cliconfig.Project:
+    return cliconfig.load_project(path or PROJECT_FILE)
+
+
+def _source(path: Path) -> str:
+    """Files inside the project are named as the operator wrote them (relative), others as given."""
+    return os.path.relpath(path, ROOT) if path.is_absolute() and ROOT in path.parents else str(path)
+
+
+def stack_config_of(
+    stack: str, path: Path, project: cliconfig.Project | None = None, source: str | None = None
+) -> tuple[dict[str, str], list[str]]:
+    """The config the CLI hands the program for ``stack`` (read, merged and checked as the CLI
+    does: tools/cliconfig.py) and its secret keys. Raises ConfigError naming the file and key."""
+    project = project or load_project()
+    source = source or _source(path)
+    values = cliconfig.read_stack(path, project, source=source)
+    merged = cliconfig.apply_project_config(stack, project, values, source)
+    return cliconfig.program_config(merged)
+
+
 def _flatten_config(doc: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
-    """Stack-file config as the engine hands it to a program: strings, JSON for structures."""
-    config: dict[str, str] = {}
-    secret_keys: list[str] = []
-    for key, value in (doc.get("config") or {}).items():
-        key = str(key)
-        if ":" not in key:
-            key = f"{PROJECT}:{key}"
-        if isinstance(value, dict) and set(value) == {"secure"}:
-            # Ciphertext cannot be decrypted offline: the plan stands in a marked placeholder.
-            config[key] = f"offline-secret-{key.split(':', 1)[1]}"
-            secret_keys.append(key)
-        elif isinstance(value, (dict, list)):
-            config[key] = json.dumps(value)
-        elif isinstance(value, bool):
-            config[key] = "true" if value else "false"
-        else:
-            config[key] = str(value)
-    return config, secret_keys
+    """A stack document's config as the program receives it (project defaults merged, unchecked)."""
+    project = load_project()
+    values = {cliconfig.full_key(k, project.name): cliconfig.stack_value(v) for k, v in (doc.get("config") or {}).items()}
+    for key, d in project.config.items():
+        full = cliconfig.full_key(key, project.name)
+        if full not in values and (d.default is not None or d.value is not None):
+            values[full] = d.default if d.default is not None else d.value
+    return cliconfig.program_config(values)
 
 
 def read_stack_file(path: Path) -> dict[str, Any]:
-    import yaml
-
-    with open(path, encoding="utf-8") as fh:
-        doc = yaml.safe_load(fh) or {}
+    """A stack file as the CLI's YAML reader (go-yaml v3) decodes it."""
+    doc = stackfile.load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: not a mapping")
     return doc
@@ -347,12 +449,12 @@ def read_stack_file(path: Path) -> dict[str, Any]:
 def referenced_stacks(config: dict[str, str]) -> list[str]:
     """Stacks a flattened config refers to: links.stacks (global) and brokers.cluster_with."""
     refs: list[str] = []
-    for key, field in ((f"{PROJECT}:links", "stacks"), (f"{PROJECT}:brokers", "cluster_with")):
+    for key, name in ((f"{PROJECT}:links", "stacks"), (f"{PROJECT}:brokers", "cluster_with")):
         try:
             section = json.loads(config.get(key) or "{}")
         except json.JSONDecodeError:
             continue
-        value = section.get(field) if isinstance(section, dict) else None
+        value = section.get(name) if isinstance(section, dict) else None
         refs += [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)]
     return refs
 
@@ -370,13 +472,28 @@ def resolve_references(config: dict[str, str], _seen: tuple[str, ...] = ()) -> d
             continue  # the program reports the missing stack (or the cycle), naming the key
         key = (ref, path.stat().st_mtime)
         if key not in _OUTPUTS_CACHE:
-            doc = read_stack_file(path)
-            ref_config, ref_secrets = _flatten_config(doc)
+            ref_config, ref_secrets = stack_config_of(ref, path)
             nested = resolve_references(ref_config, (*_seen, ref))
             plan = run_program(ref, ref_config, ref_secrets, stack_outputs=nested)
             _OUTPUTS_CACHE[key] = plan.outputs
         outputs[ref] = copy.deepcopy(_OUTPUTS_CACHE[key])  # callers may edit their copy
     return outputs
+
+
+def _drain() -> None:
+    """After a failed run, cancel the registrations still queued so they fail here, not in the next run."""
+    import asyncio
+
+    loop = asyncio.get_event_loop()
+    with psettings.SETTINGS.lock:  # output tasks the SDK keeps across runs
+        tracked = list(psettings.SETTINGS.outputs)
+        psettings.SETTINGS.outputs.clear()
+    pending = [t for t in {*asyncio.all_tasks(loop), *tracked} if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending and not loop.is_running():
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    psettings._get_rpc_manager().clear()
 
 
 def run_program(
@@ -392,7 +509,8 @@ def run_program(
         stack_outputs = resolve_references(config, (stack,))
     region = config.get("aws:region")
     mocks = ProgramMocks(stack, region, stack_outputs)
-    monitor = RecordingMonitor(mocks)
+    depends_on = _ExplicitDependsOn()
+    monitor = RecordingMonitor(mocks, depends_on)
     psettings.set_root_resource(None)
     # A program that raised leaves its outstanding RPCs and output tasks behind; they belong to no
     # later run (else the next plan re-raises the old error).
@@ -407,12 +525,19 @@ def run_program(
     hostfiles.reset()
     old_source = os.environ.get("MQTT_CLUSTER_CONFIG_SOURCE")
     os.environ["MQTT_CLUSTER_CONFIG_SOURCE"] = source or os.path.relpath(stack_file(stack), ROOT)
+    psettings._get_rpc_manager().clear()  # an earlier failed run may leave RPCs and their error behind
+    depends_on.install()
     try:
         # As the language host does: a root stack, the program inside it, outputs registered, then
         # every outstanding RPC and Output awaited. Sync invokes run on the not-yet-running loop.
         Stack(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"))
         _sync_await(wait_for_rpcs())
+    except BaseException:
+        _drain()
+        raise
     finally:
+        depends_on.uninstall()
+        psettings._get_rpc_manager().clear()
         if old_source is None:
             os.environ.pop("MQTT_CLUSTER_CONFIG_SOURCE", None)
         else:
@@ -420,9 +545,10 @@ def run_program(
     return Plan(stack=stack, resources=monitor.records, outputs=monitor.stack_outputs, files=hostfiles.rendered())
 
 
-def plan_stack(stack: str, config_file: Path | None = None) -> Plan:
+def plan_stack(stack: str, config_file: Path | None = None, project_file: Path | None = None) -> Plan:
+    """Plan ``stack`` from its stack file (or ``config_file``) under Pulumi.yaml (or ``project_file``)."""
     path = config_file or stack_file(stack)
-    doc = read_stack_file(path)
-    config, secret_keys = _flatten_config(doc)
-    source = os.path.relpath(path, ROOT) if path.is_absolute() and ROOT in path.parents else str(path)
+    source = _source(path)
+    project = load_project(project_file)
+    config, secret_keys = stack_config_of(stack, path, project, source)
     return run_program(stack, config, secret_keys, source=source)

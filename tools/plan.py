@@ -1,7 +1,9 @@
 """The offline plan: ``python -m tools.plan STACK [--config-file PATH] [--json] [--render DIR]``.
 
 Runs the program under the mock engine with the stack's config and prints what it would register.
-Exit 0 on success; exit 2 with one line on stderr for invalid config; exit 1 for anything else.
+Exit 0 on success; exit 2 with one line on stderr for invalid config (including what the Pulumi
+CLI refuses before the program runs: tools/cliconfig.py); exit 1 for anything else, e.g. a
+duplicate resource URN, which the engine refuses.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.plan", description=__doc__.splitlines()[0])
     ap.add_argument("stack")
     ap.add_argument("--config-file", type=Path, help="a stack file to use instead of stacks/Pulumi.STACK.yaml")
+    ap.add_argument("--project-file", type=Path, help="a project file to use instead of Pulumi.yaml")
     ap.add_argument("--json", action="store_true", help="one JSON document on stdout")
     ap.add_argument("--render", type=Path, metavar="DIR", help="write every host file under DIR/<host>/<file>")
     args = ap.parse_args(argv)
@@ -61,10 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path}: no such stack file", file=sys.stderr)
         return 2
     try:
-        plan = mockengine.plan_stack(args.stack, args.config_file)
+        plan = mockengine.plan_stack(args.stack, args.config_file, args.project_file)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    except mockengine.DuplicateUrnError as exc:  # a program defect, not bad input: exit 1
+        print(f"{mockengine._source(path)}: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # noqa: BLE001 - the plan reports, it does not crash with a traceback
         msg = str(exc).strip().splitlines()
         print(f"{path}: {msg[0] if msg else type(exc).__name__}", file=sys.stderr)

@@ -54,8 +54,12 @@ def diff_plans(base: dict[str, Any] | None, head: dict[str, Any] | None) -> dict
     for urn in sorted(set(old) & set(new)):
         inputs = diff_inputs(old[urn]["inputs"], new[urn]["inputs"])
         deps = sorted(set(old[urn].get("dependencies", [])) ^ set(new[urn].get("dependencies", [])))
-        if inputs or deps:
-            changed.append({"urn": urn, "type": new[urn]["type"], "name": new[urn]["name"], "inputs": inputs, "dependencies": deps})
+        # Resource options (ignoreChanges, deleteBeforeReplace, protect …) decide what an update does.
+        options = diff_inputs(old[urn].get("options", {}), new[urn].get("options", {}))
+        if inputs or deps or options:
+            changed.append(
+                {"urn": urn, "type": new[urn]["type"], "name": new[urn]["name"], "inputs": inputs, "dependencies": deps, "options": options}
+            )
     return {
         "added": [{"urn": u, "type": new[u]["type"], "name": new[u]["name"]} for u in sorted(set(new) - set(old))],
         "removed": [{"urn": u, "type": old[u]["type"], "name": old[u]["name"]} for u in sorted(set(old) - set(new))],
@@ -74,6 +78,7 @@ def render_stack(stack: str, d: dict[str, Any]) -> str:
     for r in d["changed"]:
         lines.append(f"~ {r['type']}  {r['name']}")
         lines += [f"    {path}: {_show(a)} → {_show(b)}" for path, a, b in r["inputs"]]
+        lines += [f"    option {path}: {_show(a)} → {_show(b)}" for path, a, b in r.get("options", [])]
         if r["dependencies"]:
             lines.append(f"    dependencies changed: {len(r['dependencies'])}")
     lines += [f"~ output {path}: {_show(a)} → {_show(b)}" for path, a, b in d["outputs"]]
