@@ -8,6 +8,7 @@ import pulumi_aws as aws
 from components import firewall, settings
 from components.auth import DeviceAuth, DeviceAuthArgs, users_from_config
 from components.broker_cluster import Bastion, BastionArgs, BrokerCluster, BrokerClusterArgs, DeployKey, ami_changes
+from components.config import BRIDGE_USER
 from components.images import BrokerImage, BrokerImageArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.local_cluster import LocalCluster, LocalClusterArgs
@@ -55,9 +56,18 @@ if cfg.role == "regional":
             tags=tags,
         ),
     )
+    # Peer regions' bridges log in as BRIDGE_USER with a generated password (auth.bridge_topics).
+    bridge_users = [BRIDGE_USER] if cfg.auth.bridge_topics is not None else []
     device_auth = DeviceAuth(
         "auth",
-        DeviceAuthArgs(cfg=cfg, users=users_from_config(), param_prefix=param_prefix, tags=tags, jwt_secret=settings.secret("jwt_secret")),
+        DeviceAuthArgs(
+            cfg=cfg,
+            users=users_from_config(),
+            generated_users=bridge_users,
+            param_prefix=param_prefix,
+            tags=tags,
+            jwt_secret=settings.secret("jwt_secret"),
+        ),
     )
     deploy_key = DeployKey("deploy", tags)
     obs = Observability("obs", ObservabilityArgs(cfg=cfg, account_id=account_id, tags=tags))
@@ -192,6 +202,10 @@ if cfg.role == "regional":
     pulumi.export("log_groups", {role: g.name for role, g in obs.log_groups.items()})
     if obs.dashboard_url is not None:
         pulumi.export("dashboard_url", obs.dashboard_url)
+    if bridge_users:
+        # The linking stack's bridges into this region log in with these (links.mode bridge).
+        pulumi.export("bridge_username", BRIDGE_USER)
+        pulumi.export("bridge_password", device_auth.passwords[BRIDGE_USER])
 
 if cfg.role == "global":
     links = cfg.links

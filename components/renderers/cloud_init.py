@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 from typing import Any
 
 import yaml
@@ -97,18 +99,28 @@ def broker_user_data(*, hostname: str, bootstrap: str, extra: HostTelemetry | No
     return dump(doc)
 
 
+def _gzipped(path: str, content: str, mode: str = "0644") -> dict[str, Any]:
+    """A file shipped gzip+base64 (cloud-init write_files "encoding: gz+b64"): EC2 user-data is
+    limited to 16 KB."""
+    data = base64.b64encode(gzip.compress(content.encode(), mtime=0)).decode()
+    return {**_file(path, data, mode), "encoding": "gz+b64"}
+
+
 def plain_host_user_data(
     hostname: str,
     extra_files: dict[str, str] | None = None,
     packages: list[str] | None = None,
     runcmd: list[list[str]] | None = None,
     extra: HostTelemetry | None = None,
+    gzipped: tuple[str, ...] = (),
 ) -> str:
-    """User-data of a bastion or proxy host: tuning, optional packages and files; ``extra`` adds
-    the monitoring agent (started before the host's service)."""
+    """User-data of a bastion or proxy host: tuning, optional packages and files (those named in
+    ``gzipped`` shipped compressed); ``extra`` adds the monitoring agent (started before the host's service)."""
     extra = extra or HostTelemetry()
     files = {**(extra_files or {}), **extra.files}
-    write = _tuning_files() + [_file(p, t, "0600" if p.endswith((".pem", ".key")) else "0644") for p, t in files.items()]
+    write = _tuning_files() + [
+        (_gzipped if p in gzipped else _file)(p, t, "0600" if p.endswith((".pem", ".key")) else "0644") for p, t in files.items()
+    ]
     doc: dict[str, Any] = {"hostname": hostname, "package_update": True, "write_files": write}
     if packages or extra.packages:
         doc["packages"] = [*(packages or []), *extra.packages]
