@@ -323,3 +323,16 @@ def test_the_ssh_transport_leaves_through_the_seed_when_the_host_does_not_answer
     assert [c.split()[1] for c in st["calls"] if c.startswith("ssh ")] == ["ec2-user@10.0.0.3", "ec2-user@10.0.0.1"]
     assert nodes[2].node_name not in st["members"]
     assert any(c == f"exec c1 vmq-admin cluster leave node={nodes[2].node_name} -k" for c in st["calls"]), st["calls"]
+
+
+@pytest.mark.parametrize("transport", ["ssm", "ssh"])
+def test_steps_carry_the_deploy_key_only_for_ssh_and_only_as_a_secret(program, transport):
+    plan = program("dev", access={"admin_cidrs": ["198.51.100.0/24"], "bastion": True, "transport": transport})
+    steps = [r for r in plan.of_type("command:local:Command") if r.name.startswith("ops-")]
+    assert len(steps) == 2 + 3 + 3  # joins, rollout steps, users steps
+    for s in steps:
+        env = s.inputs["environment"]
+        assert ("SSH_PRIVATE_KEY" in env) == (transport == "ssh")
+        if transport == "ssh":
+            assert env["SSH_PRIVATE_KEY"] == "[secret]" and env["BASTION"] == "203.0.113.10"
+    assert "PRIVATE KEY-----\\nOFFLINE" not in json.dumps(plan.as_json()["resources"])
