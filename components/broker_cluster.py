@@ -308,7 +308,8 @@ class BrokerCluster(pulumi.ComponentResource):
                 associate_public_ip_address=False,
                 metadata_options=IMDSV2,
                 root_block_device=root_volume(cfg.brokers.root_volume_gb),
-                user_data=user_data,
+                # gzip as every host's (cloud_init.packed); small now, kept for one format.
+                user_data_base64=cloud_init.packed(user_data),
                 # User-data is the host's identity and bootstrap only: it changes when the
                 # bootstrap itself does, never with a version, a setting or the node count.
                 user_data_replace_on_change=True,
@@ -419,7 +420,7 @@ class Bastion(pulumi.ComponentResource):
             associate_public_ip_address=True,
             metadata_options=IMDSV2,
             root_block_device=root_volume(8),
-            user_data=user_data,
+            user_data_base64=cloud_init.packed(user_data),
             tags={**args.tags, "Name": f"{name}"},
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=args.ignore_changes),
         )

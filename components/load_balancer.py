@@ -442,7 +442,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 associate_public_ip_address=False,  # the Elastic IP is its public face
                 metadata_options=IMDSV2,
                 root_block_device=root_volume(16),
-                user_data=user_data,
+                user_data_base64=cloud_init.packed(user_data),
                 user_data_replace_on_change=True,
                 tags={**a.tags, "Name": host, "Role": "proxy"},
                 opts=pulumi.ResourceOptions(parent=self, ignore_changes=ami_changes(cfg, host)),

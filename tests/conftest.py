@@ -86,3 +86,17 @@ def bridged_stacks(tmp_path, monkeypatch):
         path.write_text(yaml.safe_dump(doc))
 
     return admit
+
+
+@pytest.fixture
+def registered_types(monkeypatch) -> list[str]:
+    """The type of every resource the program registers from now on (registration still happens)."""
+    types: list[str] = []
+    original = mockengine.RecordingMonitor.RegisterResource
+
+    def spy(self, request):
+        types.append(request.type)
+        return original(self, request)
+
+    monkeypatch.setattr(mockengine.RecordingMonitor, "RegisterResource", spy)
+    return types

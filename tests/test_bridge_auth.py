@@ -231,21 +231,15 @@ def test_the_linking_plan_shows_the_peers_password_only_as_secret(bridged_stacks
     assert (to_edge["username"], to_edge["password"]) == (BRIDGE_USER, REDACTED)
 
 
-def test_a_peer_deployed_without_a_bridge_user_output_is_refused_and_nothing_links(bridged_stacks, monkeypatch):
+def test_a_peer_deployed_without_a_bridge_user_output_is_refused_and_nothing_links(bridged_stacks, registered_types):
     bridged_stacks("dev", ["#"])
     bridged_stacks("edge", ["#"])
     config = stack_config("prod-global")
     config["mqtt-cluster:links"] = json.dumps({"stacks": ["dev", "edge"], "mode": "bridge"})
     outputs = mockengine.resolve_references(config)
     del outputs["edge"]["bridge_password"]
-    registered = []
-    original = mockengine.RecordingMonitor.RegisterResource
-
-    def spy(self, request):
-        registered.append(request.type)
-        return original(self, request)
-
-    monkeypatch.setattr(mockengine.RecordingMonitor, "RegisterResource", spy)
+    registered = registered_types
+    registered.clear()  # only what the linking program registers counts
     with pytest.raises(pulumi.RunError) as e:
         mockengine.run_program("prod-global", config, stack_outputs=outputs)
     assert str(e.value).endswith(

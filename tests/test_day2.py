@@ -257,7 +257,9 @@ def test_user_data_is_identity_and_bootstrap_and_the_start_parameter_carries_the
         assert len(p["insecureValue"]) <= 8192, "the advanced tier's limit"
         start = gzip.decompress(base64.b64decode(p["insecureValue"])).decode()
         assert start == plan.files[(host, "mqtt-broker-start")]
-        user_data = h.inputs["userData"]
+        from components.renderers import cloud_init
+
+        user_data = cloud_init.unpacked(h.inputs["userDataBase64"])
         image = re.search(r"^  '([^']+)'", start, flags=re.M).group(1)
         for moving in (image, "emqx.conf", "broker.env", "seeds", "DISCOVERY_NODE", "docker run"):
             assert moving not in user_data, moving

@@ -27,7 +27,16 @@ from tools.plan_diff import diff_inputs
 REPLACE_ON: dict[str, set[str]] = {
     # pulumi_aws ec2/instance.py:127, :788 (userData with userDataReplaceOnChange: destroy and
     # recreate); ami, subnet, key, private IP, public IP association: ForceNew in the provider schema.
-    "aws:ec2/instance:Instance": {"userData", "ami", "subnetId", "keyName", "availabilityZone", "privateIp", "associatePublicIpAddress"},
+    "aws:ec2/instance:Instance": {
+        "userData",
+        "userDataBase64",
+        "ami",
+        "subnetId",
+        "keyName",
+        "availabilityZone",
+        "privateIp",
+        "associatePublicIpAddress",
+    },
     "aws:ebs/volume:Volume": {"availabilityZone", "encrypted", "kmsKeyId", "snapshotId"},  # ForceNew
     "aws:ec2/volumeAttachment:VolumeAttachment": {"deviceName", "instanceId", "volumeId"},  # ForceNew
     "aws:ssm/parameter:Parameter": {"name"},  # ForceNew; value, type, tier update in place
@@ -90,8 +99,8 @@ def actions(base: mockengine.Plan, head: mockengine.Plan) -> list[dict[str, Any]
         if not tops:
             continue
         forcing = tops & REPLACE_ON.get(n.type, set())
-        if n.type == INSTANCE and "userData" in forcing and not n.inputs.get("userDataReplaceOnChange"):
-            forcing.discard("userData")
+        if n.type == INSTANCE and not n.inputs.get("userDataReplaceOnChange"):
+            forcing -= {"userData", "userDataBase64"}
         rows.append(
             {
                 "action": "replace" if forcing else "update",

@@ -58,6 +58,28 @@ def _tuning_files() -> list[dict[str, Any]]:
     ]
 
 
+# "User data is limited to 16 KB, in raw form, before it is base64-encoded" (AWS EC2 User Guide,
+# "Work with instance user data"): EC2 refuses a larger RunInstances at deploy time.
+USER_DATA_LIMIT = 16 * 1024
+
+
+def packed(text: str) -> str:
+    """User-data as EC2 receives it: gzip, base64 (for pulumi_aws Instance ``user_data_base64``, which
+    takes gzip-compressed data; pulumi_aws 7 ec2/instance.py ``user_data_base64``). cloud-init
+    decompresses gzip user-data before reading it (cloud-init 22.4 cloudinit/user_data.py
+    convert_string: util.decomp_gzip). mtime=0 keeps the bytes a pure function of the text, so an
+    unchanged host never looks changed (user_data_replace_on_change would replace it)."""
+    raw = gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0)
+    if len(raw) > USER_DATA_LIMIT:
+        raise ValueError(f"user-data is {len(raw)} bytes compressed; EC2 accepts at most {USER_DATA_LIMIT}")
+    return base64.b64encode(raw).decode("ascii")
+
+
+def unpacked(value: str) -> str:
+    """The cloud-config text inside :func:`packed` (for tests and reviews)."""
+    return gzip.decompress(base64.b64decode(value)).decode("utf-8")
+
+
 def dump(doc: dict[str, Any]) -> str:
     return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000)
 
