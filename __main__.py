@@ -156,6 +156,8 @@ if cfg.role == "regional":
             ],
             drain_target_groups=lb.drain_target_groups,
             drain_elb_name=lb.drain_elb_name,
+            drain_proxy_kind=lb.drain_proxy_kind,
+            drain_proxies=[(i.id, i.private_ip) for _, i in lb.proxy_instances],
             drain_wait=cfg.load_balancer.deregistration_delay,
             drain_resources=lb.drain_resources,
             # Changed device credentials reach the running brokers without replacing a host.

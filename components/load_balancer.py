@@ -20,6 +20,7 @@ from components.config import StackConfig
 from components.renderers import cloud_init
 from components.renderers.nodes import NodeSpec
 from components.renderers.proxy import (
+    ADMIN_SOCKET,
     CHECKER_PATH,
     CHECKER_UNIT,
     Backend,
@@ -95,6 +96,8 @@ class LoadBalancer(pulumi.ComponentResource):
         # Where a rollout step drains a broker: NLB target groups (arn, port) or the classic ELB.
         self.drain_target_groups: list[tuple[pulumi.Output[str], int]] = []
         self.drain_elb_name: pulumi.Output[str] | None = None
+        self.drain_proxy_kind: str | None = None
+        """nginx|haproxy: the rollout drains a broker on every proxy host (proxy_instances)."""
         self.drain_resources: dict[str, list[pulumi.Resource]] = {n.host: [] for n in args.nodes}
         """Per node host: what registers it with the load balancer."""
         self.addresses: list[pulumi.Output[str]] = []
@@ -475,6 +478,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 )
         self.addresses = [e.public_ip for e in eips]
         self.hostname = pulumi.Output.from_input(lb.domain) if lb.domain else eips[0].public_ip
+        self.drain_proxy_kind = kind
 
     @staticmethod
     def proxy_settings(cfg: StackConfig, kind: str, nodes: list[NodeSpec]) -> ProxySettings:
@@ -489,6 +493,7 @@ class LoadBalancer(pulumi.ComponentResource):
             user="nginx" if kind == "nginx" else "haproxy",
             modules=[AL2023_STREAM_MODULE] if kind == "nginx" else [],
             stats_bind=f"0.0.0.0:{c.HAPROXY_STATS_PORT}" if (kind == "haproxy" and cfg.access.admin_cidrs) else None,
+            admin_socket=ADMIN_SOCKET if kind == "haproxy" else None,
             resolver=f"{VPC_RESOLVER}:53" if kind == "haproxy" else None,
             pid="/run/nginx.pid" if kind == "nginx" else "/run/haproxy.pid",
             client_ca=CLIENT_CA_PATH if cfg.auth.uses_mtls else None,

@@ -12,8 +12,10 @@ ssm``, the default: only AWS credentials, no inbound port) or SSH through the ba
   its condemned dependents, :2791 the antichains reversed).
 - ``users-<host>`` (every node): load changed device credentials into the running broker.
 - ``rollout-<host>`` (every node): nothing on create (the host booted on its configuration); on an
-  update of its configuration hash: gate (no stopped node), drain from the load balancer, restart
-  on the new configuration, gate (running member, no stopped node), undrain and wait healthy.
+  update of its configuration hash: gate (no stopped node), drain from the load balancer (NLB
+  target groups, classic ELB, or every nginx/haproxy proxy host: templates/proxy-drain.sh.j2),
+  restart on the new configuration, gate (running member, no stopped node), undrain and wait
+  healthy.
 
 Steps never depend on each other, so the initial deploy stays as deep for 9 nodes as for 3; they
 take a lock on the deploying machine and each gates on a healthy cluster first, so no step takes a
@@ -34,6 +36,7 @@ import pulumi_command as command
 
 from components.renderers import render
 from components.renderers.nodes import NodeSpec
+from components.renderers.proxy import ADMIN_SOCKET, DRAINED_FILE
 from components.renderers.scripts import HEALTH_WAIT
 
 STEP_WAIT = 1200
@@ -46,10 +49,36 @@ LOCK_WAIT = 3600
 """Seconds a step waits for another node's step on the same deploying machine."""
 
 
-def step_script(*, stack: str, node: NodeSpec, node_script: str, region: str, transport: str, drain_wait: int) -> str:
-    gz = base64.b64encode(gzip.compress(node_script.encode(), mtime=0)).decode()
+PROXY_WAIT = 60
+"""Seconds a proxy host may take to take a broker out (nginx: the checker's next round and a
+reload) or to have it back up (haproxy/the checker: ``rise`` passing checks)."""
+
+
+def _packed(text: str) -> str:
+    return base64.b64encode(gzip.compress(text.encode(), mtime=0)).decode()
+
+
+def proxy_script(kind: str) -> str:
+    """The script a rollout step runs on every nginx/haproxy proxy host to drain/undrain a broker."""
+    return render(
+        "proxy-drain.sh.j2",
+        kind=kind,
+        admin_socket=ADMIN_SOCKET,
+        nginx_conf="/etc/nginx/nginx.conf",
+        drained_file=DRAINED_FILE,
+        proxy_wait=PROXY_WAIT,
+    )
+
+
+def step_script(
+    *, stack: str, node: NodeSpec, node_script: str, region: str, transport: str, drain_wait: int, proxy_kind: str | None = None
+) -> str:
+    gz = _packed(node_script)
     return render(
         "rollout.sh.j2",
+        proxy_script_gz=_packed(proxy_script(proxy_kind)) if proxy_kind else "",
+        proxy_server=node.host,
+        proxy_host=node.fqdn,
         stack=stack,
         node_name=node.node_name,
         region=region,
@@ -85,6 +114,10 @@ class ClusterOpsArgs:
     targets: list[OpsTarget]
     drain_target_groups: list[tuple[pulumi.Input[str], int]] = field(default_factory=list)
     drain_elb_name: pulumi.Input[str] | None = None
+    drain_proxy_kind: str | None = None
+    """nginx|haproxy: the rollout drains each node on every proxy host (drain_proxies)."""
+    drain_proxies: list[tuple[pulumi.Input[str], pulumi.Input[str]]] = field(default_factory=list)
+    """Proxy hosts: (instance id, private address)."""
     drain_wait: int = 30
     drain_resources: dict[str, list[pulumi.Resource]] = field(default_factory=dict)
     """Per node host: what registers it with the load balancer (the rollout waits for it)."""
@@ -102,6 +135,9 @@ class ClusterOps(pulumi.ComponentResource):
         groups = pulumi.Output.all(*[arn for arn, _ in args.drain_target_groups]).apply(
             lambda arns: " ".join(f"{a}|{p}" for a, (_, p) in zip(arns, args.drain_target_groups, strict=True))
         )
+        proxies = pulumi.Output.all(*[x for pair in args.drain_proxies for x in pair]).apply(
+            lambda v: " ".join(f"{v[i]},{v[i + 1]}" for i in range(0, len(v), 2))
+        )
         self.members: list[command.local.Command] = []
         self.rollouts: list[command.local.Command] = []
         self.users: list[command.local.Command] = []
@@ -113,12 +149,14 @@ class ClusterOps(pulumi.ComponentResource):
                 region=args.region,
                 transport=args.transport,
                 drain_wait=args.drain_wait,
+                proxy_kind=args.drain_proxy_kind,
             )
             env: dict[str, pulumi.Input[str]] = {
                 "INSTANCE_ID": t.instance_id,
                 "ADDRESS": t.address,
                 "TARGET_GROUPS": groups,
                 "ELB_NAME": args.drain_elb_name or "",
+                "PROXIES": proxies,
             }
             if args.transport == "ssh":
                 env.update(SSH_USER=args.ssh_user, BASTION=args.bastion_host or "", SSH_PRIVATE_KEY=args.private_key or "")

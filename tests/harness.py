@@ -537,6 +537,7 @@ def localise(text: str, brokers: list[Broker], certs: dict[str, Path], workdir: 
         ("/usr/lib64/nginx/modules/ngx_stream_module.so", NGINX_STREAM_MODULE),
     ):
         text = text.replace(shipped, str(local))
+    text = text.replace("/run/haproxy-admin.sock", f"{workdir}/admin.sock")  # the rollout's drain socket
     text = re.sub(r"^(\s*pid(?:file)? )\S+?(;?)$", rf"\g<1>{workdir}/proxy.pid\g<2>", text, flags=re.M)
     text = text.replace("/var/log/nginx/", f"{workdir}/")
     if "\nstream {" in text and "load_module" not in text:

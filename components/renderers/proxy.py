@@ -45,6 +45,10 @@ CONNECT_TIMEOUT_S = 1
 before its CONNECT is retried on another broker."""
 CHECKER_PATH = "/usr/local/sbin/mqtt-upstream-check"
 CHECKER_UNIT = "mqtt-upstream-check.service"
+ADMIN_SOCKET = "/run/haproxy-admin.sock"
+"""haproxy's admin socket on a proxy host (root only): a rollout drains a broker through it."""
+DRAINED_FILE = "/etc/mqtt-cluster/drained"
+"""nginx proxy hosts: brokers (one host name a line) the checker keeps down while a rollout drains them."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ class ProxySettings:
     daemon: bool = True
     modules: list[str] = field(default_factory=list)
     stats_bind: str | None = None
+    admin_socket: str | None = None
+    """haproxy: a unix stats socket at level admin (mode 600: root only) for draining a broker."""
     balance: str = "leastconn"
     resolver: str | None = None
     """DNS server haproxy re-resolves backend names with (the VPC resolver on AWS)."""
@@ -129,6 +135,7 @@ def upstream_checker_args(s: ProxySettings, conf: str = "/etc/nginx/nginx.conf",
         args.append("--proxy-protocol")
     args += ["--inter", f"{timing.inter:g}", "--fastinter", f"{timing.fastinter:g}", "--timeout", f"{timing.timeout:g}"]
     args += ["--fall", str(timing.fall), "--rise", str(timing.rise), "--client-id", s.check_client_id]
+    args += ["--drained", DRAINED_FILE]
     return args
 
 

@@ -11,6 +11,11 @@ only when a flag changed. Servers of the FOLLOW upstreams (the WebSocket path) o
 follow their MQTT server. If every server fails, none is marked down: with all of them down
 nginx would refuse everybody, so it keeps trying them (fail open, as a load balancer does).
 
+A rollout drains a broker by listing its host (as the upstream names it) in the DRAINED file, one
+a line: the checker marks it down like a failed one, so nginx sends it no new connections (open
+ones stay with the old workers), and takes the flag off once the line is gone and the server
+passes its checks. Draining never takes the last server out.
+
 Only "down" flags are touched; everything else in the file stays as rendered. Python 3 stdlib
 only (AL2023 ships python3).
 """
@@ -96,6 +101,15 @@ def with_down(text: str, name: str, down_hosts: set[str]) -> str:
     return text[:start] + SERVER.sub(mark, text[start:end]) + text[end:]
 
 
+def drained_hosts(path: str) -> set[str]:
+    """Broker hosts listed in the drain file (missing file: none)."""
+    try:
+        with open(path) as f:
+            return {line.strip() for line in f if line.strip() and not line.startswith("#")}
+    except FileNotFoundError:
+        return set()
+
+
 def write_atomically(path: str, text: str) -> None:
     d = os.path.dirname(os.path.abspath(path))
     mode = os.stat(path).st_mode & 0o7777
@@ -124,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fall", type=int, default=2)
     ap.add_argument("--rise", type=int, default=3)
     ap.add_argument("--client-id", default="mqtt-cluster-check")
+    ap.add_argument("--drained", default="/etc/mqtt-cluster/drained", help="broker hosts to keep down, one a line")
     ap.add_argument("--rounds", type=int, default=0, help="stop after this many rounds (0: run until stopped)")
     a = ap.parse_args(argv)
 
@@ -144,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         want = {addr for addr in marked if (addr in down and streak[addr] < a.rise) or streak[addr] <= -a.fall}
         if want == set(marked):
             want = set()  # fail open
+        drained = {addr for addr in marked if split_addr(addr)[0] in drained_hosts(a.drained)}
+        if want | drained != set(marked):
+            want |= drained
         if want != down:
             with open(a.conf) as f:
                 text = f.read()
