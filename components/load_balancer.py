@@ -436,4 +436,5 @@ class LoadBalancer(pulumi.ComponentResource):
             resolver=f"{VPC_RESOLVER}:53" if kind == "haproxy" else None,
             pid="/run/nginx.pid" if kind == "nginx" else "/run/haproxy.pid",
             client_ca=CLIENT_CA_PATH if cfg.auth.uses_mtls else None,
+            send_cn=kind == "haproxy" and cfg.auth.mechanism == "mtls",
         )
