@@ -197,9 +197,10 @@ class BrokerCluster(pulumi.ComponentResource):
         )
 
         secrets = {leaf: var for leaf, var in br.secret_env_names(cfg).items() if leaf in args.secret_leaves}
+        tls_leaves = [leaf for leaf in br.secret_files(cfg) if leaf in args.secret_leaves]
         profile = instance_profile(
             name,
-            [f"{args.param_prefix}/{leaf}" for leaf in secrets],  # what the start script fetches, no more
+            [f"{args.param_prefix}/{leaf}" for leaf in [*secrets, *tls_leaves]],  # what the start script fetches, no more
             region,
             args.account_id,
             tags,
@@ -307,6 +308,9 @@ class BrokerCluster(pulumi.ComponentResource):
         files[acl_host] = acl_text
         files[ra.USERS_SCRIPT] = ra.users_script(cfg, region=cfg.region or "", param_prefix=param_prefix, owner=owner, container=CONTAINER)
         mounts += ra.host_mounts(cfg)
+        if br.secret_files(cfg):
+            files[br.DEVICE_CA_HOST] = cfg.auth.mtls.ca_bundle
+            mounts += br.passthrough_mounts(cfg)
         start = cloud_init.broker_start_script(
             engine=cfg.brokers.engine,
             node_name=node.node_name,
@@ -318,6 +322,8 @@ class BrokerCluster(pulumi.ComponentResource):
             container=CONTAINER,
             mounts=mounts,
             users_script=ra.USERS_SCRIPT,
+            secret_files=br.secret_files(cfg),
+            tls_dir=br.TLS_HOST_DIR,
             image=image,
             registry=registry,
         )

@@ -762,10 +762,12 @@ def _check_auth(cfg: StackConfig) -> None:
     if auth.mechanism == "mtls":
         _mtls_alone(cfg)
     if auth.uses_mtls:
-        if cfg.role == "regional" and cfg.load_balancer.kind not in ("nginx", "haproxy"):
+        if cfg.role == "regional" and cfg.load_balancer.kind == "nlb":
+            _mtls_passthrough(cfg)
+        elif cfg.role == "regional" and cfg.load_balancer.kind not in ("nginx", "haproxy"):
             raise _KeyedError(
                 "auth.mechanism",
-                f"{auth.mechanism} needs load_balancer.kind nginx or haproxy: {cfg.load_balancer.kind} TLS listeners cannot verify client certificates",
+                f"{auth.mechanism} needs load_balancer.kind nginx, haproxy or nlb: {cfg.load_balancer.kind} TLS listeners cannot verify client certificates",
             )
         if cfg.role == "regional" and cfg.load_balancer.plain_mqtt:
             raise _KeyedError(
@@ -781,6 +783,27 @@ def _check_auth(cfg: StackConfig) -> None:
                 raise _KeyedError("auth.acl.who", "vernemq's ACL file names users, not client ids (use ${clientid} in a topic instead)")
         if auth.no_match != "deny":
             raise _KeyedError("auth.no_match", "vernemq denies whatever its ACL file does not allow")
+
+
+def tls_passthrough(cfg: StackConfig) -> bool:
+    """Device certificates behind an NLB: its TLS listeners cannot ask for a client certificate, so
+    a TCP listener passes TLS through to the brokers' own SSL listener, which verifies it."""
+    return cfg.role == "regional" and cfg.auth.uses_mtls and cfg.load_balancer.kind == "nlb"
+
+
+def _mtls_passthrough(cfg: StackConfig) -> None:
+    if not cfg.is_emqx:
+        raise _KeyedError("auth.mechanism", f"{cfg.auth.mechanism} behind nlb is implemented for emqx only; use load_balancer.kind haproxy")
+    if cfg.auth.mechanism == "mtls":
+        raise _KeyedError(
+            "auth.mechanism",
+            "mtls alone behind nlb would let a certificate without a CN choose its own username; use password+mtls, or haproxy",
+        )
+    if cfg.load_balancer.certificate_arn:
+        raise _KeyedError(
+            "load_balancer.certificate_arn",
+            "with device certificates the nlb passes TLS through and the brokers need the server key, which ACM never releases; remove it",
+        )
 
 
 def _mtls_alone(cfg: StackConfig) -> None:

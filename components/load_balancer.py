@@ -16,7 +16,7 @@ import pulumi_random as random
 from components import config as c
 from components import firewall, hostfiles
 from components.broker_cluster import IMDSV2, amazon_linux_ami, ami_changes, instance_arch, instance_profile, root_volume
-from components.config import StackConfig
+from components.config import StackConfig, tls_passthrough
 from components.renderers import cloud_init
 from components.renderers.nodes import NodeSpec
 from components.renderers.proxy import Backend, ProxySettings, haproxy_cfg, idle_timeout, maxconn_for, nginx_conf, proxy_start_script
@@ -52,6 +52,8 @@ class LoadBalancerArgs:
     tags: dict[str, str]
     telemetry: Any = None
     """components.observability.HostHooks for proxy hosts: the monitoring agent and the role's policy."""
+    passthrough_ca: pulumi.Input[str] | None = None
+    """CA of the brokers' own server certificate (TLS passthrough, components.broker_tls)."""
 
 
 class LoadBalancer(pulumi.ComponentResource):
@@ -179,11 +181,16 @@ class LoadBalancer(pulumi.ComponentResource):
             tags=a.tags,
             opts=self._child,
         )
-        cert_arn = self._acm_certificate()
+        # Device certificates: a TCP listener passes TLS through to the brokers' SSL listeners, which
+        # verify them (an NLB TLS listener cannot ask for a client certificate).
+        passthrough = tls_passthrough(cfg)
+        cert_arn = None if passthrough else self._acm_certificate()
+        if passthrough:
+            self.ca_cert_pem = a.passthrough_ca
         hp, path = firewall.health_check(cfg)
-        routes = [(c.MQTTS_PORT, c.MQTT_PORT, "mqtt")]
+        routes = [(c.MQTTS_PORT, c.MQTTS_PORT if passthrough else c.MQTT_PORT, "mqtt")]
         if cfg.brokers.websocket:
-            routes.append((c.WSS_PORT, c.WS_PORT, "ws"))
+            routes.append((c.WSS_PORT, c.WSS_PORT if passthrough else c.WS_PORT, "ws"))
         groups: dict[int, aws.lb.TargetGroup] = {}
         for _, backend, label in routes:
             tg = aws.lb.TargetGroup(
@@ -219,9 +226,9 @@ class LoadBalancer(pulumi.ComponentResource):
                 f"{n}-{label}-tls",
                 load_balancer_arn=nlb.arn,
                 port=front,
-                protocol="TLS",
+                protocol="TCP" if passthrough else "TLS",
                 certificate_arn=cert_arn,
-                ssl_policy=lb.tls_policy,
+                ssl_policy=None if passthrough else lb.tls_policy,
                 default_actions=[aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=groups[backend].arn)],
                 tags=a.tags,
                 opts=self._child,

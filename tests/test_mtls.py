@@ -46,7 +46,12 @@ def test_mtls_alone_is_accepted_with_haproxy_proxy_protocol_and_emqx():
         ({"load_balancer": {"kind": "nginx", "proxy_protocol": True}, "auth": MTLS}, "auth.mechanism", "nginx cannot pass it on"),
         ({"load_balancer": {"kind": "haproxy"}, "auth": MTLS}, "load_balancer.proxy_protocol", "set load_balancer.proxy_protocol: true"),
         ({"brokers": {"engine": "vernemq", "accept_eula": True}, "load_balancer": HAPROXY_PP, "auth": MTLS}, "auth.mechanism", "emqx only"),
-        ({"load_balancer": {"kind": "nlb"}, "auth": MTLS}, "auth.mechanism", "cannot verify client certificates"),
+        ({"load_balancer": {"kind": "nlb"}, "auth": MTLS}, "auth.mechanism", "mtls alone behind nlb"),
+        (
+            {"brokers": {"engine": "vernemq", "accept_eula": True}, "auth": {**MTLS, "mechanism": "password+mtls"}},
+            "auth.mechanism",
+            "behind nlb is implemented for emqx only",
+        ),
         ({"load_balancer": {"kind": "elb"}, "auth": MTLS}, "auth.mechanism", "cannot verify client certificates"),
         ({"load_balancer": {**HAPROXY_PP, "plain_mqtt": True}, "auth": MTLS}, "load_balancer.plain_mqtt", "auth.mechanism mtls"),
         ({"role": "local", "auth": MTLS}, "auth.mechanism", "local proxy does not send"),
