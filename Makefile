@@ -14,8 +14,9 @@ BACKEND = $${PULUMI_BACKEND_URL:-file://$(CURDIR)/.pulumi-state}
 CLI_ROOT ?= $(CURDIR)/.pulumi-cli
 # make bench writes here; BENCH_SAVE=1 replaces the committed figures in bench/results/.
 BENCH_OUT = $(if $(BENCH_SAVE),bench/results/lb.json,build/bench/lb.json)
+BENCH_FAULTS_OUT = $(if $(BENCH_SAVE),bench/results/faults.json,build/bench/faults.json)
 
-.PHONY: test lint deps sysdeps runtime plan bench preview up down output pulumi docker-check clean help
+.PHONY: test lint deps sysdeps runtime plan bench bench-faults preview up down output pulumi docker-check clean help
 
 help:
 	@echo "make up [STACK=local]      deploy a stack (local Docker by default)"
@@ -26,6 +27,7 @@ help:
 	@echo "make plan STACK=dev        offline plan (no CLI, no cloud)"
 	@echo "make test                  install everything, lint, run all tests"
 	@echo "make bench [BENCH_SAVE=1]  proxy load benchmark (build/bench/lb.json; BENCH_SAVE=1: bench/results/lb.json)"
+	@echo "make bench-faults [BENCH_SAVE=1]  hung/vanished broker, lost proxy, reconnect storm (build/bench/faults.json)"
 
 # What the program needs to run (make up/preview/down/output): no test tooling.
 $(VENV)/.runtime: requirements.txt
@@ -68,6 +70,9 @@ plan: $(VENV)/.runtime
 
 bench: deps
 	$(PY) -m bench.lb --out $(BENCH_OUT)
+
+bench-faults: deps
+	$(PY) -m bench.faults --out $(BENCH_FAULTS_OUT)
 
 docker-check:
 	@command -v docker >/dev/null 2>&1 || { echo "the local stack needs Docker (no docker command on PATH)" >&2; exit 1; }

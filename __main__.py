@@ -10,7 +10,7 @@ from components.auth import DeviceAuth, DeviceAuthArgs, SyncTarget, UsersSync, U
 from components.broker_cluster import Bastion, BastionArgs, BrokerCluster, BrokerClusterArgs, DeployKey, ami_changes
 from components.broker_tls import BrokerTls
 from components.cluster_join import ClusterJoin, ClusterJoinArgs, JoinTarget
-from components.config import tls_passthrough
+from components.config import BRIDGE_USER, tls_passthrough
 from components.images import BrokerImage, BrokerImageArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.local_cluster import LocalCluster, LocalClusterArgs
@@ -56,9 +56,18 @@ if cfg.role == "regional":
             tags=tags,
         ),
     )
+    # Peer regions' bridges log in as BRIDGE_USER with a generated password (auth.bridge_topics).
+    bridge_users = [BRIDGE_USER] if cfg.auth.bridge_topics is not None else []
     device_auth = DeviceAuth(
         "auth",
-        DeviceAuthArgs(cfg=cfg, users=users_from_config(), param_prefix=param_prefix, tags=tags, jwt_secret=settings.secret("jwt_secret")),
+        DeviceAuthArgs(
+            cfg=cfg,
+            users=users_from_config(),
+            generated_users=bridge_users,
+            param_prefix=param_prefix,
+            tags=tags,
+            jwt_secret=settings.secret("jwt_secret"),
+        ),
     )
     # Device certificates behind an NLB: the brokers terminate TLS with a certificate from SSM.
     broker_tls = BrokerTls("broker-tls", cfg, param_prefix, tags) if tls_passthrough(cfg) else None
@@ -197,6 +206,10 @@ if cfg.role == "regional":
     pulumi.export("log_groups", {role: g.name for role, g in obs.log_groups.items()})
     if obs.dashboard_url is not None:
         pulumi.export("dashboard_url", obs.dashboard_url)
+    if bridge_users:
+        # The linking stack's bridges into this region log in with these (links.mode bridge).
+        pulumi.export("bridge_username", BRIDGE_USER)
+        pulumi.export("bridge_password", device_auth.passwords[BRIDGE_USER])
 
 if cfg.role == "global":
     links = cfg.links

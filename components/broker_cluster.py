@@ -255,7 +255,7 @@ class BrokerCluster(pulumi.ComponentResource):
                 associate_public_ip_address=False,
                 metadata_options=IMDSV2,
                 root_block_device=root_volume(cfg.brokers.root_volume_gb),
-                user_data=user_data,
+                user_data_base64=user_data.apply(cloud_init.packed),  # gzip: broker user-data exceeds EC2's 16 KB as text
                 # A changed user-data means a new host; its name and data volume carry over.
                 user_data_replace_on_change=True,
                 tags={**tags, "Name": node.fqdn, "Node": node.node_name, "Role": node.role},
@@ -366,7 +366,7 @@ class Bastion(pulumi.ComponentResource):
             associate_public_ip_address=True,
             metadata_options=IMDSV2,
             root_block_device=root_volume(8),
-            user_data=user_data,
+            user_data_base64=cloud_init.packed(user_data),
             tags={**args.tags, "Name": f"{name}"},
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=args.ignore_changes),
         )

@@ -498,6 +498,23 @@ class AclRule(_Model):
         return v
 
 
+BRIDGE_USER = "mqtt-bridge"
+"""The username peer regions' bridges log in with (auth.bridge_topics); reserved in `users`."""
+
+
+def filter_covers(wide: str, narrow: str) -> bool:
+    """Whether every topic ``narrow`` matches is matched by ``wide`` (both valid filters)."""
+    w, n = wide.split("/"), narrow.split("/")
+    for i, level in enumerate(w):
+        if level == "#":
+            return True
+        if i >= len(n) or n[i] == "#":
+            return False
+        if level != "+" and level != n[i]:
+            return False
+    return len(w) == len(n)
+
+
 DEFAULT_ACL = (AclRule(permission="allow", who="all", action="all", topics=["devices/${username}/#"]),)
 """Each device publishes and subscribes in its own subtree only; everything else is denied."""
 
@@ -545,6 +562,23 @@ class AuthConfig(_Model):
     """What happens to a publish/subscribe no rule matches."""
     jwt: JwtConfig | None = None
     mtls: MtlsConfig | None = None
+    bridge_topics: list[str] | None = None
+    """Topic filters peer regions may bridge in (links.mode bridge): a generated user `mqtt-bridge`
+    may publish on these and nothing else. None (default): no bridge user, no bridges in."""
+
+    @field_validator("bridge_topics")
+    @classmethod
+    def _bridge_topics(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("list the topic filters peers may bridge in, or leave the key out (no bridge user)")
+        for t in v:
+            if not _topic_filter(t):
+                raise ValueError(f"not an MQTT topic filter: {t!r}")
+            if "${" in t:
+                raise ValueError(f"bridged topics are the same for every peer; no placeholders: {t!r}")
+        return v
 
     @property
     def uses_password(self) -> bool:
@@ -757,6 +791,18 @@ def _check_auth(cfg: StackConfig) -> None:
                 "auth.jwt",
                 "jwt needs a key: `pulumi config set --secret mqtt-cluster:jwt_secret …` (HMAC) or auth.jwt.jwks_endpoint",
             )
+    if auth.bridge_topics is not None:
+        if cfg.role != "regional":
+            raise _KeyedError("auth.bridge_topics", f"only regional stacks take bridges from peer regions (this one is {cfg.role})")
+        if not cfg.is_emqx:
+            raise _KeyedError("auth.bridge_topics", "cross-region bridges are EMQX bridges; vernemq regions cannot be bridged")
+        if auth.mechanism != "password":
+            raise _KeyedError(
+                "auth.bridge_topics",
+                f"peers' bridges log in with a password; mechanism {auth.mechanism} would refuse them (use mechanism password)",
+            )
+    if BRIDGE_USER in cfg.users:
+        raise _KeyedError("users", f"{BRIDGE_USER} is reserved for the bridges of peer regions (auth.bridge_topics)")
     if cfg.jwt_secret and auth.mechanism != "jwt":
         raise _KeyedError("jwt_secret", f"only used with auth.mechanism jwt (got {auth.mechanism})")
     if auth.mechanism == "mtls":

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components import stackfile
-from components.config import ConfigError, LinksConfig, StackConfig, parse, stack_file_config
+from components.config import ConfigError, LinksConfig, StackConfig, filter_covers, parse, stack_file_config
 
 STACKS_DIR = Path(__file__).resolve().parent.parent / "stacks"
 
@@ -36,6 +36,8 @@ REQUIRED_OUTPUTS = (
 """What every regional stack exports for its peers (README: "Multi-region")."""
 CLUSTER_OUTPUTS = ("deploy_private_key", "ssh_user", "bastion_ip")
 """Also needed where the linking stack runs commands on a region's hosts."""
+BRIDGE_OUTPUTS = ("bridge_username", "bridge_password")
+"""What the bridges of peer regions log in with (links.mode bridge; the regional auth.bridge_topics)."""
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,9 @@ def _minor(version: str) -> str:
     return ".".join(re.findall(r"\d+", version)[:2])
 
 
-def check(cfg: StackConfig, source: str, stacks_dir: Path = STACKS_DIR) -> dict[str, Region]:
+def check(cfg: StackConfig, source: str, stacks_dir: Path | None = None) -> dict[str, Region]:
     """Load and cross-check the linked stacks; raise ConfigError naming both stacks and the key."""
+    stacks_dir = stacks_dir or STACKS_DIR
     links = cfg.links
     assert links is not None  # the model requires links for role global
     regions: dict[str, Region] = {}
@@ -179,5 +182,17 @@ def check(cfg: StackConfig, source: str, stacks_dir: Path = STACKS_DIR) -> dict[
                     source,
                     "mqtt-cluster:access.bastion",
                     f"{r.stack} has no bastion; the bridge configuration reaches its seed through one",
+                )
+            # Peers' bridges log in as the region's bridge user, whose ACL allows its own
+            # auth.bridge_topics only: a filter outside them would be refused message by message.
+            admitted = r.cfg.auth.bridge_topics or []
+            refused = [t for t in links.bridge_topics if not any(filter_covers(a, t) for a in admitted)]
+            if refused:
+                allowed = ", ".join(admitted) if admitted else "none: no bridge user"
+                raise ConfigError(
+                    source,
+                    "mqtt-cluster:links.bridge_topics",
+                    f"{cfg.stack} bridges {', '.join(refused)} into {r.stack}, which admits {allowed} "
+                    f"(set mqtt-cluster:auth.bridge_topics in {r.source})",
                 )
     return regions

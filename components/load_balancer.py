@@ -19,7 +19,19 @@ from components.broker_cluster import IMDSV2, amazon_linux_ami, ami_changes, ins
 from components.config import StackConfig, tls_passthrough
 from components.renderers import cloud_init
 from components.renderers.nodes import NodeSpec
-from components.renderers.proxy import Backend, ProxySettings, haproxy_cfg, idle_timeout, maxconn_for, nginx_conf, proxy_start_script
+from components.renderers.proxy import (
+    CHECKER_PATH,
+    CHECKER_UNIT,
+    Backend,
+    ProxySettings,
+    haproxy_cfg,
+    idle_timeout,
+    maxconn_for,
+    nginx_conf,
+    proxy_start_script,
+    upstream_checker,
+    upstream_checker_unit,
+)
 from components.tls_certs import TlsMaterial, TlsMaterialArgs
 
 # Classic ELB's default negotiation policy still allows TLS 1.0; this predefined one does not.
@@ -34,6 +46,21 @@ def device_ca_files(cfg: StackConfig) -> dict[str, str]:
 
 
 AL2023_STREAM_MODULE = "/usr/lib64/nginx/modules/ngx_stream_module.so"
+
+# Broker health checks of the AWS load balancers, at the fastest each kind accepts. NLB: interval
+# 5-300 s, timeout 2-120 s, thresholds 2-10 (pulumi_aws 7.51.1 lb/_inputs.py:3493-3516); classic
+# ELB: interval 5-300 s, timeout 2-60 s, thresholds 2-10 (AWS CloudFormation
+# AWS::ElasticLoadBalancing::LoadBalancer HealthCheck). A broker that stops answering is out after
+# UNHEALTHY_THRESHOLD failed checks: at most interval x threshold + timeout = 12 s.
+LB_CHECK_INTERVAL_S = 5
+LB_CHECK_TIMEOUT_S = 2
+LB_HEALTHY_THRESHOLD = 2
+LB_UNHEALTHY_THRESHOLD = 2
+# Route 53 checks every 10 s (the fast interval; 10 or 30) and fails a proxy after 2 misses; a
+# resolver may then serve the old answer for the record's TTL: 20 s + propagation + 10 s.
+ROUTE53_CHECK_INTERVAL_S = 10
+ROUTE53_FAILURE_THRESHOLD = 2
+PROXY_RECORD_TTL_S = 10
 
 
 @dataclass
@@ -209,10 +236,14 @@ class LoadBalancer(pulumi.ComponentResource):
                     port=str(hp),
                     path=path,
                     matcher="200",
-                    interval=10,
-                    healthy_threshold=2,
-                    unhealthy_threshold=2,
+                    interval=LB_CHECK_INTERVAL_S,
+                    timeout=LB_CHECK_TIMEOUT_S,
+                    healthy_threshold=LB_HEALTHY_THRESHOLD,
+                    unhealthy_threshold=LB_UNHEALTHY_THRESHOLD,
                 ),
+                # An unhealthy target's connections get a TCP RST, so its devices reconnect to a live
+                # broker (lb/target_group.py:77; the AWS default, set so it stays on).
+                target_health_states=[aws.lb.TargetGroupTargetHealthStateArgs(enable_unhealthy_connection_termination=True)],
                 tags=a.tags,
                 opts=self._child,
             )
@@ -278,7 +309,12 @@ class LoadBalancer(pulumi.ComponentResource):
             connection_draining=True,
             connection_draining_timeout=lb.deregistration_delay,
             health_check=aws.elb.LoadBalancerHealthCheckArgs(
-                target=f"HTTP:{hp}{path}", interval=10, timeout=5, healthy_threshold=2, unhealthy_threshold=2
+                # A classic ELB stops routing to an OutOfService instance but keeps its open connections.
+                target=f"HTTP:{hp}{path}",
+                interval=LB_CHECK_INTERVAL_S,
+                timeout=LB_CHECK_TIMEOUT_S,
+                healthy_threshold=LB_HEALTHY_THRESHOLD,
+                unhealthy_threshold=LB_UNHEALTHY_THRESHOLD,
             ),
             tags=a.tags,
             opts=self._child,
@@ -364,17 +400,23 @@ class LoadBalancer(pulumi.ComponentResource):
         settings = self.proxy_settings(cfg, kind, a.nodes)
         conf_path = "/etc/nginx/nginx.conf" if kind == "nginx" else "/etc/haproxy/haproxy.cfg"
         conf = nginx_conf(settings) if kind == "nginx" else haproxy_cfg(settings)
-        start = proxy_start_script(kind=kind, region=region, param_prefix=a.param_prefix)
+        start = proxy_start_script(kind=kind, region=region, param_prefix=a.param_prefix, checker_unit=CHECKER_UNIT)
+        extra = {conf_path: conf, "/usr/local/sbin/mqtt-proxy-start": start}
+        if kind == "nginx":
+            extra[CHECKER_PATH] = upstream_checker()
+            extra[f"/etc/systemd/system/{CHECKER_UNIT}"] = upstream_checker_unit(settings, conf_path)
         packages = ["nginx", "nginx-mod-stream"] if kind == "nginx" else ["haproxy"]
         azs = len(a.public_subnet_ids)
         for i in range(lb.proxies):
             host = f"{kind}-{i + 1}"
             user_data = cloud_init.plain_host_user_data(
                 host,
-                extra_files={conf_path: conf, "/usr/local/sbin/mqtt-proxy-start": start, **device_ca_files(cfg)},
+                extra_files={**extra, **device_ca_files(cfg)},
                 packages=packages,
-                runcmd=[["chmod", "0755", "/usr/local/sbin/mqtt-proxy-start"], ["/usr/local/sbin/mqtt-proxy-start"]],
+                runcmd=[["chmod", "0755", path] for path in extra if path.startswith("/usr/local/sbin/")]
+                + [["/usr/local/sbin/mqtt-proxy-start"]],
                 extra=a.telemetry.extras(host) if a.telemetry is not None else None,
+                gzipped=(CHECKER_PATH,),
             )
             hostfiles.put(host, "cloud-init.yaml", user_data)
             hostfiles.put(host, conf_path.rsplit("/", 1)[1], conf)
@@ -382,6 +424,9 @@ class LoadBalancer(pulumi.ComponentResource):
             if a.telemetry is not None:
                 for path, text in a.telemetry.extras(host).files.items():
                     hostfiles.put(host, path.rsplit("/", 1)[1], text)
+            if kind == "nginx":
+                hostfiles.put(host, CHECKER_UNIT, extra[f"/etc/systemd/system/{CHECKER_UNIT}"])
+                hostfiles.put(host, "mqtt-upstream-check", extra[CHECKER_PATH])
             inst = aws.ec2.Instance(
                 f"{n}-{host}",
                 ami=amazon_linux_ami(instance_arch(lb.proxy_instance_type), cfg.region),
@@ -393,7 +438,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 associate_public_ip_address=False,  # the Elastic IP is its public face
                 metadata_options=IMDSV2,
                 root_block_device=root_volume(16),
-                user_data=user_data,
+                user_data_base64=cloud_init.packed(user_data),
                 user_data_replace_on_change=True,
                 tags={**a.tags, "Name": host, "Role": "proxy"},
                 opts=pulumi.ResourceOptions(parent=self, ignore_changes=ami_changes(cfg, host)),
@@ -406,8 +451,8 @@ class LoadBalancer(pulumi.ComponentResource):
                     type="TCP",
                     ip_address=eips[i].public_ip,
                     port=c.MQTTS_PORT,
-                    request_interval=10,
-                    failure_threshold=2,
+                    request_interval=ROUTE53_CHECK_INTERVAL_S,
+                    failure_threshold=ROUTE53_FAILURE_THRESHOLD,
                     tags={**a.tags, "Name": host},
                     opts=self._child,
                 )
@@ -417,7 +462,7 @@ class LoadBalancer(pulumi.ComponentResource):
                     zone_id=lb.hosted_zone_id,
                     name=lb.domain,
                     type="A",
-                    ttl=30,
+                    ttl=PROXY_RECORD_TTL_S,
                     records=[eips[i].public_ip],
                     set_identifier=host,
                     multivalue_answer_routing_policy=True,

@@ -8,6 +8,7 @@ its region explicitly (pulumi-aws 7 takes ``region=`` per resource): one provide
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +21,8 @@ from components import config as c
 from components import firewall, hostfiles
 from components.broker_cluster import CONTAINER
 from components.config import LinksConfig
-from components.links import CLUSTER_OUTPUTS, REQUIRED_OUTPUTS, Region, pairs
-from components.renderers.bridges import Peer, bridge_script
+from components.links import BRIDGE_OUTPUTS, CLUSTER_OUTPUTS, REQUIRED_OUTPUTS, Region, pairs
+from components.renderers.bridges import Peer, bridge_script, redacted
 from components.renderers.nodes import node_specs, seed
 from components.renderers.scripts import node_script
 from components.settings import StackConfigError
@@ -86,6 +87,8 @@ class RegionLinks(pulumi.ComponentResource):
         links, tags = args.links, args.tags
         self.remotes = {s: Remote(r, args.organization, args.source, self) for s, r in args.regions.items()}
         needed = REQUIRED_OUTPUTS + CLUSTER_OUTPUTS  # both modes run commands on the regions' hosts
+        if links.mode == "bridge":
+            needed += BRIDGE_OUTPUTS  # each region's bridge user, which its peers log in as
         # Every export a peer relies on is checked, so a stack deployed by an older version fails
         # with one line naming it and the output, whatever this run goes on to use.
         raw = {s: {k: r.out(k) for k in needed} for s, r in self.remotes.items()}
@@ -252,15 +255,24 @@ class RegionLinks(pulumi.ComponentResource):
         for stack, remote in self.remotes.items():
             peer_names = peers_of[stack]
             peer_values = [
-                pulumi.Output.all(self.checked[p]["mqtt_host"], self.remotes[p].ref.get_output("ca_certificate")) for p in peer_names
+                pulumi.Output.all(
+                    self.checked[p]["mqtt_host"],
+                    self.remotes[p].ref.get_output("ca_certificate"),
+                    self.checked[p]["bridge_username"],
+                    pulumi.Output.secret(self.checked[p]["bridge_password"]),
+                )
+                for p in peer_names
             ]
 
-            def render(values: list[list[Any]], stack: str = stack, peer_names: list[str] = peer_names) -> str:
-                peers = [Peer(p, host, ca) for p, (host, ca) in zip(peer_names, values, strict=True)]
-                return bridge_script(stack, peers, args.links.bridge_topics, container=CONTAINER)
+            def render(values: list[list[Any]], stack: str = stack, peer_names: list[str] = peer_names, hide: bool = False) -> str:
+                peers = [Peer(p, host, ca, user, pw) for p, (host, ca, user, pw) in zip(peer_names, values, strict=True)]
+                return bridge_script(stack, redacted(peers) if hide else peers, args.links.bridge_topics, container=CONTAINER)
 
-            script = pulumi.Output.all(*peer_values).apply(render)
-            hostfiles.put(f"{stack}/seed", "bridges.sh", script)
+            everything = pulumi.Output.all(*peer_values)
+            # The peers' passwords travel only in the command's secret stdin; the copy kept for
+            # review (the offline plan's --render) shows REDACTED in their place.
+            script = pulumi.Output.secret(everything.apply(render))
+            hostfiles.put(f"{stack}/seed", "bridges.sh", everything.apply(functools.partial(render, hide=True)))
             region_seed = seed(node_specs(remote.region.cfg))
             self.commands.append(
                 command.remote.Command(

@@ -57,3 +57,46 @@ def group_id(plan: mockengine.Plan, role: str) -> str:
 def rules_into(plan: mockengine.Plan, role: str) -> list[dict]:
     gid = group_id(plan, role)
     return [r for r in ingress(plan) if r["securityGroupId"] == gid]
+
+
+@pytest.fixture
+def bridged_stacks(tmp_path, monkeypatch):
+    """The shipped stack files in a scratch directory, where ``bridged_stacks(name, topics)`` lets
+    a regional stack admit bridges (auth.bridge_topics); the linking stack's static check and the
+    offline references both read that directory."""
+    import yaml
+
+    from components import links
+
+    stacks = tmp_path / "stacks"
+    stacks.mkdir()
+    for f in STACK_FILES:
+        (stacks / f.name).write_text(f.read_text())
+    monkeypatch.setattr(links, "STACKS_DIR", stacks)
+    monkeypatch.setattr(mockengine, "stack_file", lambda stack: stacks / f"Pulumi.{stack}.yaml")
+
+    def admit(stack: str, topics: list[str] | None) -> None:
+        path = stacks / f"Pulumi.{stack}.yaml"
+        doc = yaml.safe_load(path.read_text())
+        auth = doc["config"].setdefault("mqtt-cluster:auth", {})
+        if topics is None:
+            auth.pop("bridge_topics", None)
+        else:
+            auth["bridge_topics"] = topics
+        path.write_text(yaml.safe_dump(doc))
+
+    return admit
+
+
+@pytest.fixture
+def registered_types(monkeypatch) -> list[str]:
+    """The type of every resource the program registers from now on (registration still happens)."""
+    types: list[str] = []
+    original = mockengine.RecordingMonitor.RegisterResource
+
+    def spy(self, request):
+        types.append(request.type)
+        return original(self, request)
+
+    monkeypatch.setattr(mockengine.RecordingMonitor, "RegisterResource", spy)
+    return types

@@ -30,10 +30,29 @@ from components.renderers.proxy import Backend, ProxySettings, haproxy_cfg, ngin
 NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+# Every loopback "host" the tests use. The labs reuse one port number on several of them, and
+# mosquitto's WebSocket listener binds the port on every loopback address: a port is handed out
+# only when it is free on all of them, so one lab cannot collide with another's listener.
+LAB_HOSTS = tuple(f"127.0.0.{i}" for i in range(1, 10))
+
+
+def _bindable(host: str, port: int) -> bool:
     with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if all(_bindable(h, port) for h in LAB_HOSTS):
+            return port
+    raise RuntimeError("no port free on every lab address")
 
 
 def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
@@ -401,6 +420,7 @@ class Lab:
             started.append(Broker(host, direct[i], ws_port, proc))
         for b in started:
             wait_port(b.host, b.direct_port)
+            wait_port("127.0.0.1", b.ws_port)  # the WebSocket listener opens separately
         if listeners:
             mqtt_pp, ws_pp = listeners
             for b in started:

@@ -16,6 +16,7 @@ from pyhocon import ConfigFactory
 from components.config import ConfigError, parse
 from components.renderers import auth as ra
 from components.renderers import broker as br
+from components.renderers import cloud_init
 from components.renderers.nodes import node_specs
 from tests.conftest import STACKS, plan_of, stack_config
 from tools import mockengine
@@ -378,7 +379,7 @@ def _run(stack: str, users: dict[str, str]):
 
 def test_a_changed_user_list_leaves_user_data_alone_and_the_sync_step_follows_it():
     before, after = _run("dev", {"alice": "one"}), _run("dev", {"alice": "two", "carol": "three"})
-    ud = lambda p: {r.name: r.inputs["userData"] for r in p.of_type("aws:ec2/instance:Instance")}  # noqa: E731
+    ud = lambda p: {r.name: cloud_init.unpacked(r.inputs["userDataBase64"]) for r in p.of_type("aws:ec2/instance:Instance")}  # noqa: E731
     assert ud(before) == ud(after), "a user change must not replace a broker host"
     syncs = [r for r in after.of_type("command:remote:Command") if r.name.startswith("users-")]
     instances = {r.urn: r for r in after.of_type("aws:ec2/instance:Instance") if "brokers" in r.urn}

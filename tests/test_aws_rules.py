@@ -3,13 +3,16 @@ least-privilege roles, and values AWS would reject mid-deploy."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 from collections import defaultdict
 
 import pytest
 
 from components.config import ConfigError, parse
+from components.renderers import cloud_init
 from tests.conftest import STACKS, plan_of
 from tools import mockengine
 
@@ -273,3 +276,31 @@ def test_load_balancer_and_target_group_names_fit_32_characters(stack):
     for r in plan_of(stack).resources:
         if r.type in types:
             assert len(r.inputs.get("name") or f"{r.name}-xxxxxxx") <= 32, r.name
+
+
+# --- user-data within EC2's limit --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", AWS_STACKS)
+def test_every_host_user_data_fits_ec2s_16_kb_and_is_the_reviewed_cloud_config(stack):
+    # "User data is limited to 16 KB, in raw form, before it is base64-encoded" (AWS EC2 User Guide).
+    # Broker cloud-configs are larger than that as text, so every host ships them gzip-compressed.
+    plan = plan_of(stack)
+    instances = plan.of_type("aws:ec2/instance:Instance")
+    assert instances
+    for inst in instances:
+        assert "userData" not in inst.inputs, f"{inst.name}: plain-text user-data"
+        raw = base64.b64decode(inst.inputs["userDataBase64"])
+        assert raw[:2] == b"\x1f\x8b" and len(raw) <= cloud_init.USER_DATA_LIMIT, (inst.name, len(raw))
+        text = cloud_init.unpacked(inst.inputs["userDataBase64"])
+        assert text.startswith("#cloud-config\n")
+        host = inst.name.split("-", 1)[1] if inst.name != "bastion-host" else "bastion"
+        assert plan.files[(host, "cloud-init.yaml")] == text, "the reviewed file is what the host gets"
+
+
+def test_packed_user_data_is_deterministic_and_bounded():
+    text = "#cloud-config\n" + "write_files: []\n" * 50
+    assert cloud_init.packed(text) == cloud_init.packed(text)  # no timestamp: no spurious replacement
+    assert cloud_init.unpacked(cloud_init.packed(text)) == text
+    with pytest.raises(ValueError, match="EC2 accepts at most 16384"):
+        cloud_init.packed(base64.b64encode(os.urandom(20000)).decode())

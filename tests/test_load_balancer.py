@@ -10,6 +10,7 @@ import subprocess
 import pytest
 from pyhocon import ConfigFactory
 
+from components.renderers import cloud_init
 from tests.conftest import STACKS, group_id, plan_of, rules_into, stack_config
 from tests.harness import NGINX_STREAM_MODULE, make_certs
 
@@ -103,7 +104,7 @@ def test_proxy_hosts_are_two_with_elastic_ips_in_public_subnets(stack, kind):
     assert len(plan.of_type("aws:ec2/eipAssociation:EipAssociation")) == 2
     assert all(h.inputs["metadataOptions"]["httpTokens"] == "required" for h in hosts)
     for h in hosts:
-        assert "BEGIN" not in h.inputs["userData"], "keys come from SSM, not user-data"
+        assert "BEGIN" not in cloud_init.unpacked(h.inputs["userDataBase64"]), "keys come from SSM, not user-data"
 
 
 def test_nginx_stack_uses_health_checked_multivalue_dns():

@@ -197,7 +197,9 @@ def test_latency_records_with_health_checks_over_each_regional_endpoint():
         assert len(valid.inputs["validationRecordFqdns"]) == 2
 
 
-def test_bridge_mode_peers_without_opening_cluster_ports_and_loads_bridges_on_each_seed(program):
+def test_bridge_mode_peers_without_opening_cluster_ports_and_loads_bridges_on_each_seed(program, bridged_stacks):
+    bridged_stacks("dev", ["plant/#", "alerts/#"])
+    bridged_stacks("edge", ["#"])
     plan = program("prod-global", links={"stacks": ["dev", "edge"], "mode": "bridge", "bridge_topics": ["plant/#", "alerts/+"]})
     assert len(plan.of_type(PCX)) == 1 and len(plan.of_type(ROUTE)) == 3 + 2  # dev: 3 tables, edge: 2
     assert plan.of_type(RULE) == [] and plan.of_type(ZONE_ASSOC) == []
@@ -205,10 +207,12 @@ def test_bridge_mode_peers_without_opening_cluster_ports_and_loads_bridges_on_ea
     assert sorted(bridges) == ["links-bridges-dev", "links-bridges-edge"]
     dev = bridges["links-bridges-dev"].inputs
     assert dev["create"] == "sudo bash -s -- apply" and dev["delete"] == "sudo bash -s -- disable"
+    assert dev["stdin"] == "[secret]"  # it carries edge's bridge password
     # dev bridges to edge's public TLS endpoint, trusting edge's certificate chain.
-    assert '"mqtt.edge.example.com:8883"' in dev["stdin"]
-    assert 'SELECT * FROM \\"plant/#\\", \\"alerts/+\\"' in dev["stdin"]
-    assert '"mqtt.example.com' not in dev["stdin"]
+    script = plan.files[("dev/seed", "bridges.sh")]
+    assert '"mqtt.edge.example.com:8883"' in script
+    assert 'SELECT * FROM \\"plant/#\\", \\"alerts/+\\"' in script
+    assert '"mqtt.example.com' not in script
 
 
 def test_hub_mesh_peers_every_region_with_the_primary_only():
@@ -269,7 +273,7 @@ def test_the_bridge_script_loads_and_verifies_through_the_fake_cli(tmp_path):
 # --- validation: one line naming both stacks and the key --------------------------------------------
 
 
-def _write(d: Path, name: str, region: str, cidr: str, **brokers) -> None:
+def _write(d: Path, name: str, region: str, cidr: str, auth: dict | None = None, **brokers) -> None:
     b = {"count": 3, **brokers}
     doc = {
         "config": {
@@ -277,6 +281,7 @@ def _write(d: Path, name: str, region: str, cidr: str, **brokers) -> None:
             "mqtt-cluster:network": {"cidr": cidr},
             "mqtt-cluster:brokers": b,
             "mqtt-cluster:access": {"admin_cidrs": ["198.51.100.0/24"], "bastion": True},
+            **({"mqtt-cluster:auth": auth} if auth else {}),
         }
     }
     (d / f"Pulumi.{name}.yaml").write_text(json.dumps(doc))
@@ -317,6 +322,8 @@ def test_vernemq_version_and_cookie_mismatches_in_cluster_mode(tmp_path):
     with pytest.raises(ConfigError, match=r"mqtt-cluster:cookie: own and a each generate their own Erlang cookie"):
         check(_global(["a", "own"], mode="cluster"), "x", tmp_path)
     # In bridge mode separate cookies are the point.
+    _write(tmp_path, "a", "eu-west-1", "10.1.0.0/16", auth={"bridge_topics": ["#"]})
+    _write(tmp_path, "own", "us-west-2", "10.4.0.0/16", auth={"bridge_topics": ["#"]})
     assert set(check(_global(["a", "own"], mode="bridge"), "x", tmp_path)) == {"a", "own"}
 
 
@@ -354,17 +361,11 @@ def _outputs():
     return copy.deepcopy(mockengine.resolve_references(stack_config("prod-global")))
 
 
-def test_a_referenced_stack_lacking_an_output_is_refused_and_nothing_links(monkeypatch):
+def test_a_referenced_stack_lacking_an_output_is_refused_and_nothing_links(registered_types):
     outs = _outputs()
     del outs["prod-us-east-1"]["private_route_table_ids"]
-    registered = []
-    original = mockengine.RecordingMonitor.RegisterResource
-
-    def spy(self, request):
-        registered.append(request.type)
-        return original(self, request)
-
-    monkeypatch.setattr(mockengine.RecordingMonitor, "RegisterResource", spy)
+    registered = registered_types
+    registered.clear()  # only what the linking program registers counts
     with pytest.raises(pulumi.RunError) as e:
         mockengine.run_program("prod-global", stack_config("prod-global"), stack_outputs=outs)
     assert str(e.value) == (

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import json
 
-from components.config import AclRule, AuthConfig, JwtConfig, StackConfig
+from components.config import BRIDGE_USER, AclRule, AuthConfig, JwtConfig, StackConfig
 from components.renderers import render
 
 # --- EMQX --------------------------------------------------------------------------------------
@@ -109,11 +109,24 @@ def emqx_acl(auth: AuthConfig) -> str:
     lines = [
         "%% Topic rules for the file authorization source — rendered by mqtt-cluster; do not edit on the host.",
         "%% The first matching rule decides; ${username} / ${clientid} are the connecting client's own.",
+        *bridge_acl(auth),
         *(_emqx_rule(r) for r in auth.acl),
     ]
     # acl.conf:11-13: in production the last rule is {deny, all} and no_match = deny.
     lines.append("{deny, all}." if auth.no_match == "deny" else "{allow, all}.")
     return "\n".join(lines) + "\n"
+
+
+def bridge_acl(auth: AuthConfig) -> list[str]:
+    """The bridge user's rules, ahead of every device rule: it may publish on the bridged topics
+    (the peers' egress connectors only publish) and nothing else, whatever the rules below allow."""
+    if auth.bridge_topics is None:
+        return []
+    who = AclRule(who=f"username:{BRIDGE_USER}", topics=["#"])
+    return [
+        _emqx_rule(who.model_copy(update={"action": "publish", "topics": auth.bridge_topics})),
+        _emqx_rule(who.model_copy(update={"permission": "deny", "action": "all", "topics": ["#"]})),
+    ]
 
 
 def _pattern_topic(topic: str, user: str, client: str) -> str:

@@ -8,7 +8,7 @@ id starts with the bridge prefix), so a full mesh delivers each message once and
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from components import config as c
 from components.renderers import render
@@ -21,6 +21,8 @@ CONTAINER_DIR = "/opt/emqx/data/bridges"
 """Where the files appear inside the broker container (the data volume)."""
 NAME_PREFIX = "to-"
 """Connector and action names: NAME_PREFIX + the peer's stack."""
+REDACTED = "[secret]"
+"""Stands for a peer's password in the copy of the script kept for review (``--render``)."""
 DESCRIBE = "forward local publishes to "
 """How our rules begin their description: the script finds the bridges of removed peers by it in
 `emqx ctl rules list` (emqx/emqx v5.8.6 apps/emqx_rule_engine/src/emqx_rule_engine_cli.erl:57-59)."""
@@ -33,6 +35,10 @@ class Peer:
     """The peer region's client endpoint (its load balancer hostname)."""
     ca_pem: str | None
     """The peer's CA when its certificate is self-signed; None: a public (ACM) certificate."""
+    username: str | None = None
+    """The peer's bridge user (its `bridge_username` output); None: connect without credentials."""
+    password: str | None = field(default=None, repr=False)
+    """The peer's bridge password (its secret `bridge_password` output), or REDACTED."""
 
     @property
     def name(self) -> str:
@@ -65,14 +71,26 @@ def bridge_hocon(self_stack: str, peers: list[Peer], topics: list[str], enable: 
     )
 
 
+def redacted(peers: list[Peer]) -> list[Peer]:
+    """The peers with REDACTED for each password they carry."""
+    return [replace(p, password=REDACTED) if p.password is not None else p for p in peers]
+
+
 def bridge_script(self_stack: str, peers: list[Peer], topics: list[str], container: str) -> str:
-    """``bash -s -- apply|disable`` on a region's seed host."""
+    """``bash -s -- apply|disable`` on a region's seed host.
+
+    With the peers' passwords the text is a secret (the linking stack hands it over as the
+    command's secret stdin); only the file loaded by ``apply`` carries them, and only during the
+    load. The disabled copies leave passwords out: ``conf load --merge`` deep-merges into the
+    stored connector and keeps its password (emqx/emqx v5.8.6 apps/emqx_conf/src/emqx_conf_cli.erl:472-474, 698-703).
+    """
+    bare = [replace(p, password=None) for p in peers]
     return render(
         "bridges.sh.j2",
         self_stack=self_stack,
         peers=peers,
         hocon=bridge_hocon(self_stack, peers, topics),
-        disable_hocon=bridge_hocon(self_stack, peers, topics, enable=False),
+        disable_hocon=bridge_hocon(self_stack, bare, topics, enable=False),
         stale_hocon=bridge_hocon(self_stack, [], topics, stale=True),
         exec_prefix=f"docker exec {container}",
         cadir=CONTAINER_DIR,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 from typing import Any
 
 import yaml
@@ -56,6 +58,28 @@ def _tuning_files() -> list[dict[str, Any]]:
     ]
 
 
+# "User data is limited to 16 KB, in raw form, before it is base64-encoded" (AWS EC2 User Guide,
+# "Work with instance user data"): EC2 refuses a larger RunInstances at deploy time.
+USER_DATA_LIMIT = 16 * 1024
+
+
+def packed(text: str) -> str:
+    """User-data as EC2 receives it: gzip, base64 (for pulumi_aws Instance ``user_data_base64``, which
+    takes gzip-compressed data; pulumi_aws 7 ec2/instance.py ``user_data_base64``). cloud-init
+    decompresses gzip user-data before reading it (cloud-init 22.4 cloudinit/user_data.py
+    convert_string: util.decomp_gzip). mtime=0 keeps the bytes a pure function of the text, so an
+    unchanged host never looks changed (user_data_replace_on_change would replace it)."""
+    raw = gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0)
+    if len(raw) > USER_DATA_LIMIT:
+        raise ValueError(f"user-data is {len(raw)} bytes compressed; EC2 accepts at most {USER_DATA_LIMIT}")
+    return base64.b64encode(raw).decode("ascii")
+
+
+def unpacked(value: str) -> str:
+    """The cloud-config text inside :func:`packed` (for tests and reviews)."""
+    return gzip.decompress(base64.b64decode(value)).decode("utf-8")
+
+
 def dump(doc: dict[str, Any]) -> str:
     return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000)
 
@@ -100,18 +124,28 @@ def broker_user_data(
     return dump(doc)
 
 
+def _gzipped(path: str, content: str, mode: str = "0644") -> dict[str, Any]:
+    """A file shipped gzip+base64 (cloud-init write_files "encoding: gz+b64"): EC2 user-data is
+    limited to 16 KB."""
+    data = base64.b64encode(gzip.compress(content.encode(), mtime=0)).decode()
+    return {**_file(path, data, mode), "encoding": "gz+b64"}
+
+
 def plain_host_user_data(
     hostname: str,
     extra_files: dict[str, str] | None = None,
     packages: list[str] | None = None,
     runcmd: list[list[str]] | None = None,
     extra: HostTelemetry | None = None,
+    gzipped: tuple[str, ...] = (),
 ) -> str:
-    """User-data of a bastion or proxy host: tuning, optional packages and files; ``extra`` adds
-    the monitoring agent (started before the host's service)."""
+    """User-data of a bastion or proxy host: tuning, optional packages and files (those named in
+    ``gzipped`` shipped compressed); ``extra`` adds the monitoring agent (started before the host's service)."""
     extra = extra or HostTelemetry()
     files = {**(extra_files or {}), **extra.files}
-    write = _tuning_files() + [_file(p, t, "0600" if p.endswith((".pem", ".key")) else "0644") for p, t in files.items()]
+    write = _tuning_files() + [
+        (_gzipped if p in gzipped else _file)(p, t, "0600" if p.endswith((".pem", ".key")) else "0644") for p, t in files.items()
+    ]
     doc: dict[str, Any] = {"hostname": hostname, "package_update": True, "write_files": write}
     if packages or extra.packages:
         doc["packages"] = [*(packages or []), *extra.packages]

@@ -9,7 +9,42 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from components import config as c
-from components.renderers import render
+from components.renderers import TEMPLATES, render
+
+
+@dataclass(frozen=True)
+class CheckTiming:
+    """Active broker checks, the same for haproxy's own and nginx's checker (seconds).
+
+    Worst-case detection of a broker that stops answering just after a passing check: the next
+    check starts after ``inter`` and fails after ``timeout``; the following ones come every
+    ``fastinter`` and each fails after ``timeout`` until ``fall`` have failed in a row.
+    ``fall`` 2 rides out a pause shorter than one failed check (about 1.5 s); ``rise`` 3 wants
+    three answers in a row before a flapping broker gets devices again.
+    """
+
+    inter: float = 1.0
+    fastinter: float = 0.5
+    downinter: float = 2.0
+    timeout: float = 1.0
+    fall: int = 2
+    rise: int = 3
+
+    @property
+    def detection_s(self) -> float:
+        return self.inter + self.timeout + (self.fall - 1) * (self.fastinter + self.timeout)
+
+    def haproxy(self) -> str:
+        ms = lambda s: f"{round(s * 1000)}ms"  # noqa: E731
+        return f"inter {ms(self.inter)} fastinter {ms(self.fastinter)} downinter {ms(self.downinter)} fall {self.fall} rise {self.rise}"
+
+
+CHECK = CheckTiming()
+CONNECT_TIMEOUT_S = 1
+"""Proxy -> broker connect timeout: a vanished broker (SYNs unanswered) costs a device this much
+before its CONNECT is retried on another broker."""
+CHECKER_PATH = "/usr/local/sbin/mqtt-upstream-check"
+CHECKER_UNIT = "mqtt-upstream-check.service"
 
 
 @dataclass(frozen=True)
@@ -82,7 +117,29 @@ def nginx_conf(s: ProxySettings) -> str:
         nofile=nofile,
         worker_connections=s.maxconn * 2 + 512,
         idle_timeout=idle_timeout(s.keepalive),
+        connect_timeout=CONNECT_TIMEOUT_S,
     )
+
+
+def upstream_checker() -> str:
+    """The nginx kind's active MQTT checker (python3, stdlib only)."""
+    return (TEMPLATES / "mqtt-upstream-check.py").read_text()
+
+
+def upstream_checker_args(s: ProxySettings, conf: str = "/etc/nginx/nginx.conf", timing: CheckTiming = CHECK) -> list[str]:
+    args = ["--conf", conf, "--upstream", "mqtt_brokers"]
+    if s.wss_port:
+        args += ["--follow", "mqtt_ws"]
+    if s.proxy_protocol:
+        args.append("--proxy-protocol")
+    args += ["--inter", f"{timing.inter:g}", "--fastinter", f"{timing.fastinter:g}", "--timeout", f"{timing.timeout:g}"]
+    args += ["--fall", str(timing.fall), "--rise", str(timing.rise), "--client-id", s.check_client_id]
+    return args
+
+
+def upstream_checker_unit(s: ProxySettings, conf: str = "/etc/nginx/nginx.conf") -> str:
+    """systemd unit running the checker next to nginx on a proxy host."""
+    return render("mqtt-upstream-check.service.j2", checker=CHECKER_PATH, args=upstream_checker_args(s, conf))
 
 
 def haproxy_cfg(s: ProxySettings) -> str:
@@ -91,6 +148,9 @@ def haproxy_cfg(s: ProxySettings) -> str:
         **s.__dict__,
         idle_timeout=idle_timeout(s.keepalive),
         connect_packet=mqtt_connect_packet(s.check_client_id),
+        check_timing=CHECK.haproxy(),
+        check_timeout=f"{CHECK.timeout:g}",
+        connect_timeout=CONNECT_TIMEOUT_S,
     )
 
 
