@@ -200,7 +200,8 @@ class BrokerCluster(pulumi.ComponentResource):
         tls_leaves = [leaf for leaf in br.secret_files(cfg) if leaf in args.secret_leaves]
         profile = instance_profile(
             name,
-            [f"{args.param_prefix}/{leaf}" for leaf in [*secrets, *tls_leaves]],  # what the start script fetches, no more
+            # What the start script fetches, and the device credentials the users script loads; no more.
+            [f"{args.param_prefix}/{leaf}" for leaf in [*secrets, *tls_leaves, ra.USERS_PARAMETER_LEAF]],
             region,
             args.account_id,
             tags,

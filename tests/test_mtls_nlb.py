@@ -8,8 +8,10 @@ own CA (SSM SecureString, fetched at boot) and verify the device certificate aga
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
+import pytest
 from pyhocon import ConfigFactory
 
 from tests.conftest import group_id, plan_of, rules_into
@@ -103,3 +105,22 @@ def test_emqx_verifies_device_certificates_on_its_ssl_and_wss_listeners(program)
     assert conf["authentication"][0]["backend"] == "built_in_database", "the password is still checked"
     default = ConfigFactory.parse_string(plan_of("dev").files[("emqx-1", "emqx.conf")])
     assert default["listeners"]["ssl"]["default"]["enable"] is False
+
+
+@pytest.mark.parametrize("stack", ["dev", "vernemq"])
+def test_the_brokers_may_read_every_parameter_their_scripts_fetch(stack):
+    plan = plan_of(stack)
+    policy = json.loads(
+        next(r for r in plan.of_type("aws:iam/rolePolicy:RolePolicy") if r.name == "brokers-read-own-params").inputs["policy"]
+    )
+    allowed = {a.rsplit(":parameter", 1)[1] for a in policy["Statement"][0]["Resource"]}
+    denied_elsewhere = policy["Statement"][2]
+    assert denied_elsewhere["Effect"] == "Deny" and "NotResource" in denied_elsewhere, "anything not listed is denied"
+    host = next(h for h, f in plan.files if f == "mqtt-cluster-users")
+    users = plan.files[(host, "mqtt-cluster-users")]
+    start = plan.files[(host, "mqtt-broker-start")]
+    fetched = set(re.findall(r"^PARAM='([^']+)'", users, flags=re.M)) | {
+        f"/mqtt-cluster/{stack}/{leaf}" for leaf in re.findall(r'--name "\$PARAMS/([^"]+)"', start)
+    }
+    assert f"/mqtt-cluster/{stack}/auth-users" in fetched
+    assert fetched <= allowed, fetched - allowed
