@@ -6,10 +6,9 @@ import pulumi
 import pulumi_aws as aws
 
 from components import firewall, settings
-from components.auth import DeviceAuth, DeviceAuthArgs, SyncTarget, UsersSync, UsersSyncArgs, users_from_config
+from components.auth import DeviceAuth, DeviceAuthArgs, users_from_config
 from components.broker_cluster import Bastion, BastionArgs, BrokerCluster, BrokerClusterArgs, DeployKey, ami_changes
 from components.broker_tls import BrokerTls
-from components.cluster_join import ClusterJoin, ClusterJoinArgs, JoinTarget
 from components.config import BRIDGE_USER, tls_passthrough
 from components.images import BrokerImage, BrokerImageArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
@@ -19,6 +18,7 @@ from components.observability import Observability, ObservabilityArgs
 from components.region_links import RegionLinks, RegionLinksArgs
 from components.renderers.nodes import seed
 from components.renderers.observability import Watched, broker_instance_type
+from components.rollout import ClusterOps, ClusterOpsArgs, OpsTarget
 from components.secrets import ClusterSecrets, ClusterSecretsArgs, LocalSecrets, fingerprint
 from components.security_groups import SecurityGroups, SecurityGroupsArgs
 from components.tls_certs import TlsMaterial, TlsMaterialArgs
@@ -34,6 +34,7 @@ if cfg.role == "regional":
             settings.source_name(cfg.stack), "mqtt-cluster:network.azs", f"this account sees {len(zones)} zones in {cfg.region}"
         )
     azs = zones[: cfg.network.azs]
+    region_name = cfg.region or ""
     account_id = aws.get_caller_identity().account_id
 
     net = Network("net", NetworkArgs(cidr=cfg.network.cidr, azs=azs, nat=cfg.network.nat, subnet_bits=cfg.network.subnet_bits, tags=tags))
@@ -110,38 +111,6 @@ if cfg.role == "regional":
             ),
         )
 
-    first = seed(brokers.nodes)
-    host_of = {n.index: [brokers.instances[n.index], brokers.attachments[n.index], brokers.records[n.index]] for n in brokers.nodes}
-    ClusterJoin(
-        "join",
-        ClusterJoinArgs(
-            seed_resources=host_of[first.index],
-            targets=[
-                JoinTarget(node=n, host=brokers.private_ips[n.index], script=brokers.scripts[n.index], waits_for=host_of[n.index])
-                for n in brokers.nodes
-                if n.index != first.index
-            ],
-            user=cfg.access.ssh_user,
-            private_key=deploy_key.private_key,
-            bastion_host=bastion.public_ip if bastion else None,
-        ),
-    )
-
-    # Changed device credentials reach the running brokers without replacing a host.
-    UsersSync(
-        "users",
-        UsersSyncArgs(
-            targets=[
-                SyncTarget(n, brokers.private_ips[n.index], brokers.instances[n.index], [brokers.attachments[n.index]])
-                for n in brokers.nodes
-            ],
-            fingerprint=device_auth.fingerprint,
-            user=cfg.access.ssh_user,
-            private_key=deploy_key.private_key,
-            bastion_host=bastion.public_ip if bastion else None,
-        ),
-    )
-
     lb = LoadBalancer(
         "lb",
         LoadBalancerArgs(
@@ -168,6 +137,38 @@ if cfg.role == "regional":
             elb=lb.elb.name if lb.elb else None,
             health_checks=[(h, hc.id) for h, hc in lb.health_checks],
         )
+    )
+
+    # Joins, leaves and rollout steps: from the deploying machine, through SSM (or SSH via the bastion).
+    first = seed(brokers.nodes)
+    ClusterOps(
+        "ops",
+        ClusterOpsArgs(
+            stack=cfg.stack,
+            region=region_name,
+            transport=cfg.access.transport,
+            seed=first,
+            targets=[
+                OpsTarget(
+                    node=n,
+                    instance_id=brokers.instances[n.index].id,
+                    address=brokers.private_ips[n.index],
+                    script=brokers.scripts[n.index],
+                    config_hash=brokers.config_hashes[n.index],
+                    host_resources=[brokers.instances[n.index], brokers.attachments[n.index], brokers.records[n.index]],
+                )
+                for n in brokers.nodes
+            ],
+            drain_target_groups=lb.drain_target_groups,
+            drain_elb_name=lb.drain_elb_name,
+            drain_wait=cfg.load_balancer.deregistration_delay,
+            drain_resources=lb.drain_resources,
+            # Changed device credentials reach the running brokers without replacing a host.
+            users_fingerprint=device_auth.fingerprint,
+            ssh_user=cfg.access.ssh_user,
+            private_key=deploy_key.private_key if cfg.access.transport == "ssh" else None,
+            bastion_host=bastion.public_ip if bastion else None,
+        ),
     )
 
     pulumi.export("mqtt_host", lb.hostname)

@@ -1,5 +1,6 @@
 """DeviceAuth: device credentials as salted hashes (a Pulumi secret), delivered like the other
-secrets; UsersSync: changed credentials reach the running brokers without replacing a host.
+secrets. Changed credentials reach the running brokers through the per-node users step
+(components.rollout), without replacing a host.
 
 Passwords come from the secret map `mqtt-cluster:users` (`pulumi config set --secret --path
 'mqtt-cluster:users.NAME' PASSWORD`). The program hashes them (components.renderers.auth) with
@@ -15,13 +16,11 @@ from typing import Any
 
 import pulumi
 import pulumi_aws as aws
-import pulumi_command as command
 import pulumi_docker as docker
 import pulumi_random as random
 
 from components.config import PROJECT, StackConfig
 from components.renderers import auth as ra
-from components.renderers.nodes import NodeSpec
 from components.secrets import generated
 
 
@@ -106,52 +105,6 @@ class DeviceAuth(pulumi.ComponentResource):
                     opts=child,
                 )
         self.register_outputs({"fingerprint": self.fingerprint})
-
-
-@dataclass
-class SyncTarget:
-    node: NodeSpec
-    host: pulumi.Input[str]
-    instance: pulumi.Resource
-    waits_for: list[pulumi.Resource]
-    """The host's other resources (its data volume attachment)."""
-
-
-@dataclass
-class UsersSyncArgs:
-    targets: list[SyncTarget]
-    fingerprint: pulumi.Output[str]
-    user: str
-    private_key: pulumi.Input[str]
-    bastion_host: pulumi.Input[str] | None
-
-
-class UsersSync(pulumi.ComponentResource):
-    """On every broker host, when the credentials change: fetch the new hash file from SSM and
-    load it (EMQX: import with override and delete removed users; VerneMQ: its plugin re-reads
-    the file). The host's user-data does not change, so no host is replaced."""
-
-    def __init__(self, name: str, args: UsersSyncArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("mqtt-cluster:index:UsersSync", name, None, opts)
-        proxy = None
-        if args.bastion_host is not None:
-            proxy = command.remote.ProxyConnectionArgs(host=args.bastion_host, user=args.user, private_key=args.private_key)
-        self.commands = []
-        for t in args.targets:
-            conn = command.remote.ConnectionArgs(
-                host=t.host, user=args.user, private_key=args.private_key, proxy=proxy, dial_error_limit=60
-            )
-            self.commands.append(
-                command.remote.Command(
-                    f"{name}-{t.node.host}",
-                    connection=conn,
-                    create=f"sudo bash {ra.USERS_SCRIPT} apply",
-                    triggers=[args.fingerprint, t.instance.id],
-                    logging=command.remote.Logging.STDOUT_AND_STDERR,
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=[t.instance, *t.waits_for]),
-                )
-            )
-        self.register_outputs({})
 
 
 CONTAINER_UIDS = {"emqx": "1000", "vernemq": "10000"}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +37,32 @@ def amazon_linux_ami(arch: str, region: str | None = None) -> str:
         ],
         region=region,
     ).id
+
+
+def start_parameter(param_prefix: str, host: str) -> str:
+    """SSM parameter holding a node's start script (configuration, image); no secret in it."""
+    return f"{param_prefix}/nodes/{host}/start"
+
+
+def config_hash(start: str) -> str:
+    """What a rollout step compares: the node's start script without the static seed list. Seeds
+    matter only to a node without cluster membership (its first start); a member finds its peers
+    in its own membership, so adding cores rewrites the parameter without restarting anyone."""
+    lines = [line for line in start.splitlines() if "seeds = [" not in line]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+START_PARAMETER_LIMIT = 8192
+"""Bytes an SSM parameter value may hold in the advanced tier (standard: 4096). pulumi_aws
+ssm/parameter.py:54 (`tier`: Standard, Advanced, Intelligent-Tiering)."""
+
+
+def pack_start(start: str) -> str:
+    """The start script as the parameter holds it: gzip, then base64 (the bootstrap reverses it)."""
+    packed = base64.b64encode(gzip.compress(start.encode(), mtime=0)).decode()
+    if len(packed) > START_PARAMETER_LIMIT:
+        raise ValueError(f"the packed start script is {len(packed)} bytes, above the SSM limit of {START_PARAMETER_LIMIT}")
+    return packed
 
 
 def parameter_arns(region: str, account_id: str, names: list[str]) -> list[str]:
@@ -200,8 +229,10 @@ class BrokerCluster(pulumi.ComponentResource):
         tls_leaves = [leaf for leaf in br.secret_files(cfg) if leaf in args.secret_leaves]
         profile = instance_profile(
             name,
-            # What the start script fetches, and the device credentials the users script loads; no more.
-            [f"{args.param_prefix}/{leaf}" for leaf in [*secrets, *tls_leaves, ra.USERS_PARAMETER_LEAF]],
+            # What the start script fetches and the device credentials the users script loads, no more;
+            # the nodes' start scripts hold no secret.
+            [f"{args.param_prefix}/{leaf}" for leaf in [*secrets, *tls_leaves, ra.USERS_PARAMETER_LEAF]]
+            + [start_parameter(args.param_prefix, "*")],
             region,
             args.account_id,
             tags,
@@ -215,6 +246,12 @@ class BrokerCluster(pulumi.ComponentResource):
         registry = pulumi.Output.from_input(args.registry or "")
 
         self.instances, self.records, self.attachments, self.scripts = [], [], [], []
+        self.start_parameters: list[aws.ssm.Parameter] = []
+        self.config_hashes: list[pulumi.Output[str]] = []
+        # A node removed by scale-in leaves the cluster first (its membership command depends on
+        # the volume's attachment, so Pulumi deletes it before); its data volume goes with it
+        # unless brokers.retain_data_on_scale_in keeps it in the account.
+        volume_opts = pulumi.ResourceOptions(parent=self, retain_on_delete=cfg.brokers.retain_data_on_scale_in)
         for node in self.nodes:
             az = args.azs[node.az_index]
             itype = cfg.brokers.instance_type if node.role == "core" else (cfg.brokers.replicant_instance_type or cfg.brokers.instance_type)
@@ -225,25 +262,43 @@ class BrokerCluster(pulumi.ComponentResource):
                 type="gp3",
                 encrypted=True,
                 tags={**tags, "Name": f"{node.host}-data", "Node": node.node_name},
-                opts=child,
+                opts=volume_opts,
             )
             script = node_script(cfg.brokers.engine, node, first, container=CONTAINER)
             self.scripts.append(script)
-            user_data = pulumi.Output.all(volume.id, image, registry).apply(
-                lambda v, node=node, script=script: self._user_data(
-                    cfg,
-                    node,
-                    first,
-                    core_names,
-                    v[0],
-                    args.param_prefix,
-                    secrets,
-                    script,
-                    image=v[1],
-                    registry=v[2],
-                    extra=args.telemetry.extras(node) if args.telemetry is not None else None,
+            hostfiles.put(node.host, "mqtt-cluster-node.sh", script)
+            start = pulumi.Output.all(volume.id, image, registry).apply(
+                lambda v, node=node: self._start_script(
+                    cfg, node, first, core_names, v[0], args.param_prefix, secrets, image=v[1], registry=v[2]
                 )
             )
+            parameter = aws.ssm.Parameter(
+                f"{name}-{node.host}-start",
+                name=start_parameter(args.param_prefix, node.host),
+                type="String",
+                # Standard parameters hold 4 KB; Intelligent-Tiering moves a larger one to the
+                # advanced tier (8 KB) by itself (pulumi_aws ssm/parameter.py:54, `tier`).
+                tier="Intelligent-Tiering",
+                # No secret in it (the start script fetches those at run time), so the plan and the
+                # preview show it (pulumi_aws ssm/parameter.py:48 insecure_value; `value` is always
+                # marked secret, :55, :821).
+                insecure_value=start.apply(pack_start),
+                description=f"mqtt-cluster start script of {node.node_name} (no secrets)",
+                tags={**tags, "Node": node.node_name},
+                opts=child,
+            )
+            self.start_parameters.append(parameter)
+            self.config_hashes.append(start.apply(config_hash))
+            extra = args.telemetry.extras(node) if args.telemetry is not None else None
+            user_data = cloud_init.broker_user_data(
+                hostname=node.fqdn,
+                bootstrap=cloud_init.broker_bootstrap_script(
+                    node_name=node.node_name, region=region, parameter=start_parameter(args.param_prefix, node.host)
+                ),
+                extra=extra,
+            )
+            for path, text in (extra.files if extra is not None else {}).items():
+                hostfiles.put(node.host, path.rsplit("/", 1)[1], text)
             hostfiles.put(node.host, "cloud-init.yaml", user_data)
             instance = aws.ec2.Instance(
                 f"{name}-{node.host}",
@@ -256,11 +311,19 @@ class BrokerCluster(pulumi.ComponentResource):
                 associate_public_ip_address=False,
                 metadata_options=IMDSV2,
                 root_block_device=root_volume(cfg.brokers.root_volume_gb),
-                user_data_base64=user_data.apply(cloud_init.packed),  # gzip: broker user-data exceeds EC2's 16 KB as text
-                # A changed user-data means a new host; its name and data volume carry over.
+                # gzip as every host's (cloud_init.packed); small now, kept for one format.
+                user_data_base64=cloud_init.packed(user_data),
+                # User-data is the host's identity and bootstrap only: it changes when the
+                # bootstrap itself does, never with a version, a setting or the node count.
                 user_data_replace_on_change=True,
                 tags={**tags, "Name": node.fqdn, "Node": node.node_name, "Role": node.role},
-                opts=pulumi.ResourceOptions(parent=self, ignore_changes=ami_changes(cfg, node.host)),
+                # A new instance type is applied by the provider in place (stop, modify, start) on every
+                # host at once: it reaches a broker host only when access.refresh_ami names it.
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    ignore_changes=[*ami_changes(cfg, node.host), *(["instanceType"] if ami_changes(cfg, node.host) else [])],
+                    depends_on=[parameter],
+                ),
             )
             # Detach from the old host before attaching to its replacement: a volume has one owner.
             attachment = aws.ec2.VolumeAttachment(
@@ -294,7 +357,7 @@ class BrokerCluster(pulumi.ComponentResource):
         )
 
     @staticmethod
-    def _user_data(cfg, node, first, core_names, vol_id, param_prefix, secrets, script, *, image: str, registry: str, extra=None) -> str:
+    def _start_script(cfg, node, first, core_names, vol_id, param_prefix, secrets, *, image: str, registry: str) -> str:
         env = br.broker_env(cfg, node, first)
         files = {"/etc/mqtt-cluster/broker.env": br.env_file(env)}
         if cfg.is_emqx:
@@ -327,13 +390,11 @@ class BrokerCluster(pulumi.ComponentResource):
             tls_dir=br.TLS_HOST_DIR,
             image=image,
             registry=registry,
+            files={path: ("0600" if path.endswith(".env") else "0644", text) for path, text in files.items()},
         )
         for path, text in {**files, "/usr/local/sbin/mqtt-broker-start": start}.items():
             hostfiles.put(node.host, path.rsplit("/", 1)[1], text)
-        if extra is not None:
-            for path, text in extra.files.items():
-                hostfiles.put(node.host, path.rsplit("/", 1)[1], text)
-        return cloud_init.broker_user_data(hostname=node.fqdn, files=files, start_script=start, node_script=script, extra=extra)
+        return start
 
 
 @dataclass

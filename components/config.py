@@ -216,6 +216,9 @@ class BrokersConfig(_Model):
     without one, build the image from source."""
     build_image: bool = False
     """Build docker/<engine>/Dockerfile on top of the stock image; on AWS it is pushed to ECR."""
+    retain_data_on_scale_in: bool = False
+    """Keep the data volume of a node removed by scale-in (Pulumi forgets it, AWS keeps it);
+    default: it is deleted after the node has left the cluster. Set it before scaling in."""
     cluster_with: str | None = None
     """Primary stack of a cross-region cluster: this stack takes its Erlang cookie (by stack
     reference) and cluster name, so the linking stack can join the regions into one cluster."""
@@ -316,7 +319,11 @@ class AccessConfig(_Model):
     """A small SSH jump host in a public subnet; the join commands go through it."""
     bastion_instance_type: str = "t3.micro"
     ssh_user: str = "ec2-user"
-    """Login user of the hosts' AMI (the join commands log in as it)."""
+    """Login user of the hosts' AMI (the ssh transport logs in as it)."""
+    transport: Literal["ssm", "ssh"] = "ssm"
+    """How joins, leaves and rollout steps reach the broker hosts from the deploying machine:
+    ssm (AWS Systems Manager Run Command: only AWS credentials, no inbound port) or ssh (through
+    the bastion, from an admin network)."""
     refresh_ami: str | None = None
     """One host (bastion, nginx-1, emqx-2 …) rebuilt on the newest AL2023 image at the next
     `pulumi up`. Every host ignores newer images otherwise; roll them one at a time."""
@@ -975,6 +982,12 @@ class StackConfig(_Model):
                 raise _KeyedError("network.cidr", str(exc)) from None
             if self.access.bastion and not self.access.admin_cidrs:
                 raise _KeyedError("access.admin_cidrs", "a bastion needs at least one admin network to admit SSH from")
+            if self.access.transport == "ssh" and not self.access.bastion:
+                raise _KeyedError(
+                    "access.transport",
+                    "ssh reaches the private broker hosts only through the bastion; set access.bastion: true "
+                    "(with admin_cidrs) or use transport: ssm",
+                )
         if self.role == "global" and self.links is None:
             raise _KeyedError("links", "a global stack needs links (the regional stacks to tie together)")
         if self.role != "global" and self.links is not None:

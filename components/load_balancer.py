@@ -94,6 +94,11 @@ class LoadBalancer(pulumi.ComponentResource):
         self._name, self._args, self._cfg = name, args, args.cfg
         self._child = pulumi.ResourceOptions(parent=self)
         self.ca_cert_pem = None
+        # Where a rollout step drains a broker: NLB target groups (arn, port) or the classic ELB.
+        self.drain_target_groups: list[tuple[pulumi.Output[str], int]] = []
+        self.drain_elb_name: pulumi.Output[str] | None = None
+        self.drain_resources: dict[str, list[pulumi.Resource]] = {n.host: [] for n in args.nodes}
+        """Per node host: what registers it with the load balancer."""
         self.addresses: list[pulumi.Output[str]] = []
         # What the alarms and the dashboard watch (set by whichever front the stack uses).
         self.nlb: aws.lb.LoadBalancer | None = None
@@ -248,9 +253,12 @@ class LoadBalancer(pulumi.ComponentResource):
                 opts=self._child,
             )
             groups[backend] = tg
+            self.drain_target_groups.append((tg.arn, backend))
             for node, iid in zip(a.nodes, a.instance_ids, strict=True):
-                aws.lb.TargetGroupAttachment(
-                    f"{n}-{label}-{node.host}", target_group_arn=tg.arn, target_id=iid, port=backend, opts=self._child
+                self.drain_resources[node.host].append(
+                    aws.lb.TargetGroupAttachment(
+                        f"{n}-{label}-{node.host}", target_group_arn=tg.arn, target_id=iid, port=backend, opts=self._child
+                    )
                 )
         for front, backend, label in routes:
             aws.lb.Listener(
@@ -319,6 +327,9 @@ class LoadBalancer(pulumi.ComponentResource):
             tags=a.tags,
             opts=self._child,
         )
+        self.drain_elb_name = elb.name
+        for attached in self.drain_resources.values():
+            attached.append(elb)
         policy = aws.elb.LoadBalancerPolicy(
             f"{n}-tls12",
             load_balancer_name=elb.name,

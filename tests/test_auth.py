@@ -381,13 +381,17 @@ def test_a_changed_user_list_leaves_user_data_alone_and_the_sync_step_follows_it
     before, after = _run("dev", {"alice": "one"}), _run("dev", {"alice": "two", "carol": "three"})
     ud = lambda p: {r.name: cloud_init.unpacked(r.inputs["userDataBase64"]) for r in p.of_type("aws:ec2/instance:Instance")}  # noqa: E731
     assert ud(before) == ud(after), "a user change must not replace a broker host"
-    syncs = [r for r in after.of_type("command:remote:Command") if r.name.startswith("users-")]
+    # the users step of each node (components/rollout.py), through the node script's `users` mode
+    syncs = [r for r in after.of_type("command:local:Command") if r.name.startswith("ops-users-")]
     instances = {r.urn: r for r in after.of_type("aws:ec2/instance:Instance") if "brokers" in r.urn}
     assert len(syncs) == len(instances) == 3
     for s in syncs:
-        assert s.inputs["create"] == f"sudo bash {ra.USERS_SCRIPT} apply"
-        assert s.inputs["triggers"][0] == "[secret]"  # the credential file's fingerprint, kept secret
-        assert s.inputs["triggers"][1] in {i.id for i in instances.values()}
+        assert s.inputs["create"] == s.inputs["update"] == "users"
+        env = s.inputs["environment"]
+        assert env["USERS_FINGERPRINT"] == "[secret]"  # the credential file's fingerprint, kept secret
+        assert env["INSTANCE_ID"] in {i.id for i in instances.values()}
+        host = s.name.removeprefix("ops-users-")
+        assert f"USERS_CMD=${{USERS_CMD:-'bash {ra.USERS_SCRIPT}'}}" in after.files[(host, "mqtt-cluster-node.sh")]
     # The trigger follows the credential file: a new password, a new fingerprint.
     cfg = _cfg()
     f = lambda users: ra.users_fingerprint(ra.users_file(cfg, users, "k"))  # noqa: E731

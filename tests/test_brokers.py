@@ -11,7 +11,7 @@ from pyhocon import ConfigFactory
 from tests.conftest import plan_of
 
 INSTANCE = "aws:ec2/instance:Instance"
-JOIN = "command:remote:Command"
+JOIN = "command:local:Command"
 
 
 def brokers(plan):
@@ -59,20 +59,19 @@ def test_every_node_has_an_a_record_in_the_private_zone():
 
 def test_one_join_per_non_seed_node_each_waiting_only_for_the_seed_and_its_own_host():
     plan = plan_of("staging")
-    joins = [r for r in plan.of_type(JOIN) if r.name.startswith("join-")]  # not the users sync
+    joins = [r for r in plan.of_type(JOIN) if r.name.startswith("ops-member-")]
     nodes = brokers(plan)
     assert len(joins) == len(nodes) - 1
     seed = next(n for n in nodes if n.inputs["tags"]["Node"].startswith("emqx@emqx-1."))
     for j in joins:
-        host = j.name.removeprefix("join-")
+        host = j.name.removeprefix("ops-member-")
         own = next(n for n in nodes if n.inputs["tags"]["Name"].startswith(host + "."))
         instance_deps = {d for d in j.dependencies if f"{INSTANCE}::" in d}
         assert instance_deps == {seed.urn, own.urn}, j.name
         assert not any(f"{JOIN}::" in d for d in j.dependencies), "joins never wait for each other"
-        assert j.inputs["create"] == "sudo bash -s -- join"
-        assert j.inputs["delete"] == "sudo bash -s -- leave", "scale-in leaves the cluster"
-        assert j.inputs["triggers"] == [own.id], "a replaced host joins again"
-        assert j.inputs["connection"] == "[secret]" or j.inputs["connection"]["privateKey"] == "[secret]"
+        assert j.inputs["create"] == "join"
+        assert j.inputs["delete"] == "leave", "scale-in leaves the cluster"
+        assert j.inputs["update"] == "join" and j.inputs["environment"]["INSTANCE_ID"] == own.id, "a replaced host joins again"
 
 
 def _depth(plan) -> int:
@@ -91,7 +90,7 @@ def _depth(plan) -> int:
 def test_deploy_depth_does_not_grow_with_node_count(program):
     three = program("dev", brokers={"engine": "emqx", "count": 3, "instance_type": "t3.medium"})
     nine = program("dev", brokers={"engine": "emqx", "count": 9, "instance_type": "t3.medium"})
-    joins = lambda p: [r for r in p.of_type(JOIN) if r.name.startswith("join-")]  # noqa: E731 - not the users sync
+    joins = lambda p: [r for r in p.of_type(JOIN) if r.name.startswith("ops-member-")]  # noqa: E731 - not rollout/users steps
     assert len(joins(nine)) == 8 and len(joins(three)) == 2
     assert _depth(three) == _depth(nine)
 

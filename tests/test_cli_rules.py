@@ -331,7 +331,7 @@ def test_broker_instances_ignore_ami_changes():
 def test_a_join_depends_on_the_seed_explicitly_not_on_every_input():
     p = plan_of("dev")
     seed = p.named("brokers-emqx-1")
-    join = p.named("join-emqx-2")
+    join = p.named("ops-member-emqx-2")
     assert seed.urn in join.options["dependsOn"]
     nat = p.named("net-nat-1")
     igw = p.named("net-igw")

@@ -117,7 +117,7 @@ def test_joins_run_the_shared_script_through_docker_exec_and_wait_only_for_the_s
     joins = {r.name: r for r in plan.of_type(LOCAL_CMD) if r.name.startswith("local-join-")}
     assert sorted(joins) == ["local-join-emqx-2", "local-join-emqx-3"]
     containers = {r.name: r for r in plan.of_type(CONTAINER)}
-    aws_scripts = {r.name: r.inputs["stdin"] for r in plan_of("dev").of_type("command:remote:Command") if r.name.startswith("join-")}
+    aws_scripts = {f"join-{host}": text for (host, name), text in plan_of("dev").files.items() if name == "mqtt-cluster-node.sh"}
     for node in nodes[1:]:
         j = joins[f"local-join-{node.host}"]
         expected = node_script(

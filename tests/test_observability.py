@@ -337,7 +337,9 @@ def test_hosts_install_and_start_the_agent_before_their_service(stack):
         cmds = [" ".join(c) for c in doc["runcmd"]]
         start = next(i for i, c in enumerate(cmds) if "amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s" in c)
         service = next(
-            i for i, c in enumerate(cmds) if c.startswith(("/usr/local/sbin/mqtt-broker-start", "/usr/local/sbin/mqtt-proxy-start"))
+            i
+            for i, c in enumerate(cmds)
+            if c.startswith(("/usr/local/sbin/mqtt-broker-bootstrap", "/usr/local/sbin/mqtt-proxy-start"))  # brokers: tests/test_day2.py
         )
         assert start < service
         if host.startswith("haproxy"):

@@ -91,21 +91,18 @@ def broker_start_script(**values: Any) -> str:
     return render("broker-start.sh.j2", **values)
 
 
-def broker_user_data(
-    *,
-    hostname: str,
-    files: dict[str, str],
-    start_script: str,
-    node_script: str,
-    extra: HostTelemetry | None = None,
-) -> str:
-    """User-data of a broker host. ``files`` maps absolute paths to content (config, env);
+def broker_bootstrap_script(*, node_name: str, region: str, parameter: str) -> str:
+    return render("broker-bootstrap.sh.j2", node_name=node_name, region=region, parameter=parameter)
+
+
+def broker_user_data(*, hostname: str, bootstrap: str, extra: HostTelemetry | None = None) -> str:
+    """User-data of a broker host: its identity (name) and its bootstrap, nothing that a version,
+    a setting or the node count changes; those reach the host through its start parameter.
     ``extra`` adds the monitoring agent (files, packages, commands run before the broker starts)."""
     extra = extra or HostTelemetry()
     write = _tuning_files()
-    write += [_file(path, text, "0600" if path.endswith(".env") else "0644") for path, text in {**files, **extra.files}.items()]
-    write.append(_file("/usr/local/sbin/mqtt-broker-start", start_script, "0755"))
-    write.append(_file("/usr/local/sbin/mqtt-cluster-node", node_script, "0755"))
+    write += [_file(path, text) for path, text in extra.files.items()]
+    write.append(_file("/usr/local/sbin/mqtt-broker-bootstrap", bootstrap, "0755"))
     doc = {
         "hostname": hostname.split(".")[0],
         "fqdn": hostname,
@@ -118,7 +115,7 @@ def broker_user_data(
             ["sysctl", "--system"],
             ["systemctl", "enable", "--now", "docker"],
             *extra.runcmd,
-            ["/usr/local/sbin/mqtt-broker-start"],
+            ["/usr/local/sbin/mqtt-broker-bootstrap"],
         ],
     }
     return dump(doc)

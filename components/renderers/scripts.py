@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from components.renderers import render
+from components.renderers.auth import USERS_SCRIPT
 from components.renderers.nodes import NodeSpec
 
 CLI_TIMEOUT = 120
 """Seconds any one broker CLI call may take. `emqx ctl` itself never gives up (emqx/emqx v5.8.6
 bin/emqx:1332 rpc_infinity); an EMQX join restarts the node's applications, hence two minutes."""
+HEALTH_WAIT = 300
+"""Seconds the rollout's health gate waits for a restarted broker to be a running member again."""
 LEAVE_WAIT = 900
 """Seconds a leave may take: VerneMQ migrates every offline queue first (vernemq/vernemq 2.1.1
 apps/vmq_server/src/vmq_server_cli.erl:393-415)."""
@@ -39,4 +42,6 @@ def node_script(
         join_wait=join_wait,
         leave_wait=LEAVE_WAIT,
         cli_timeout=CLI_TIMEOUT,
+        health_wait=HEALTH_WAIT,
+        users_cmd=f"bash {USERS_SCRIPT}",
     )

@@ -1,0 +1,163 @@
+"""ClusterOps: membership and rolling changes of the broker hosts, from the deploying machine.
+
+Per node, two pulumi-command ``local.Command`` resources run the rendered step script
+(templates/rollout.sh.j2), which reaches the host through AWS Systems Manager (``access.transport:
+ssm``, the default: only AWS credentials, no inbound port) or SSH through the bastion:
+
+- ``member-<host>`` (every node but the seed): join on create and when its host was replaced (an
+  update: the instance id changed), leave on delete. It depends on the node's instance and volume
+  attachment, so when a node is removed Pulumi deletes it, and runs the leave, before the host:
+  deletes run in reverse dependency order (pulumi/pulumi v3.259.0
+  pkg/resource/deploy/step_generator.go:2745 ScheduleDeletes, :2766 a condemned resource waits for
+  its condemned dependents, :2791 the antichains reversed).
+- ``users-<host>`` (every node): load changed device credentials into the running broker.
+- ``rollout-<host>`` (every node): nothing on create (the host booted on its configuration); on an
+  update of its configuration hash: gate (no stopped node), drain from the load balancer, restart
+  on the new configuration, gate (running member, no stopped node), undrain and wait healthy.
+
+Steps never depend on each other, so the initial deploy stays as deep for 9 nodes as for 3; they
+take a lock on the deploying machine and each gates on a healthy cluster first, so no step takes a
+broker out while another is out, and a failed gate stops the rollout: the next node's gate fails.
+EMQX's own evacuation/rebalance is not available: emqx_node_rebalance is an enterprise application
+at 5.8.6 (emqx/emqx v5.8.6 rebar.config.erl:130, apps/emqx_machine/priv/reboot_lists.eterm:86,
+:129), so draining is the load balancer's.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_command as command
+
+from components.renderers import render
+from components.renderers.nodes import NodeSpec
+from components.renderers.scripts import HEALTH_WAIT
+
+STEP_WAIT = 1200
+"""Seconds one command on a host may take (a VerneMQ leave migrates queues for up to 900 s)."""
+AGENT_WAIT = 900
+"""Seconds a new host's SSM agent may take to register (boot, packages, docker)."""
+LEAVE_REACH_WAIT = 60
+"""Seconds a leave tries to reach its host before a live member removes the node instead."""
+LOCK_WAIT = 3600
+"""Seconds a step waits for another node's step on the same deploying machine."""
+
+
+def step_script(*, stack: str, node: NodeSpec, node_script: str, region: str, transport: str, drain_wait: int) -> str:
+    gz = base64.b64encode(gzip.compress(node_script.encode(), mtime=0)).decode()
+    return render(
+        "rollout.sh.j2",
+        stack=stack,
+        node_name=node.node_name,
+        region=region,
+        transport=transport,
+        node_script_gz=gz,
+        drain_wait=drain_wait,
+        health_wait=HEALTH_WAIT,
+        step_wait=STEP_WAIT,
+        agent_wait=AGENT_WAIT,
+        leave_reach_wait=LEAVE_REACH_WAIT,
+        lock_wait=LOCK_WAIT,
+    )
+
+
+@dataclass
+class OpsTarget:
+    node: NodeSpec
+    instance_id: pulumi.Input[str]
+    address: pulumi.Input[str]
+    script: str
+    """The node script (components.renderers.scripts.node_script)."""
+    config_hash: pulumi.Input[str]
+    host_resources: list[pulumi.Resource]
+    """The node's instance, volume attachment and DNS record."""
+
+
+@dataclass
+class ClusterOpsArgs:
+    stack: str
+    region: str
+    transport: str
+    seed: NodeSpec
+    targets: list[OpsTarget]
+    drain_target_groups: list[tuple[pulumi.Input[str], int]] = field(default_factory=list)
+    drain_elb_name: pulumi.Input[str] | None = None
+    drain_wait: int = 30
+    drain_resources: dict[str, list[pulumi.Resource]] = field(default_factory=dict)
+    """Per node host: what registers it with the load balancer (the rollout waits for it)."""
+    users_fingerprint: pulumi.Input[str] | None = None
+    """Device credentials (a secret fingerprint): a change loads them into every running broker."""
+    ssh_user: str = "ec2-user"
+    private_key: pulumi.Input[str] | None = None
+    bastion_host: pulumi.Input[str] | None = None
+
+
+class ClusterOps(pulumi.ComponentResource):
+    def __init__(self, name: str, args: ClusterOpsArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mqtt-cluster:index:ClusterOps", name, None, opts)
+        seed_t = next(t for t in args.targets if t.node.index == args.seed.index)
+        groups = pulumi.Output.all(*[arn for arn, _ in args.drain_target_groups]).apply(
+            lambda arns: " ".join(f"{a}|{p}" for a, (_, p) in zip(arns, args.drain_target_groups, strict=True))
+        )
+        self.members: list[command.local.Command] = []
+        self.rollouts: list[command.local.Command] = []
+        self.users: list[command.local.Command] = []
+        for t in args.targets:
+            script = step_script(
+                stack=args.stack,
+                node=t.node,
+                node_script=t.script,
+                region=args.region,
+                transport=args.transport,
+                drain_wait=args.drain_wait,
+            )
+            env: dict[str, pulumi.Input[str]] = {
+                "INSTANCE_ID": t.instance_id,
+                "ADDRESS": t.address,
+                "TARGET_GROUPS": groups,
+                "ELB_NAME": args.drain_elb_name or "",
+            }
+            if args.transport == "ssh":
+                env.update(SSH_USER=args.ssh_user, BASTION=args.bastion_host or "", SSH_PRIVATE_KEY=args.private_key or "")
+            interpreter = ["/bin/bash", "-c", script, f"mqtt-cluster-{t.node.host}"]
+            waits = [*t.host_resources]
+            if t is not seed_t:
+                member_env = {**env, "PEERS": pulumi.Output.concat(seed_t.instance_id, ",", seed_t.address)}
+                member = command.local.Command(
+                    f"{name}-member-{t.node.host}",
+                    interpreter=interpreter,
+                    create="join",
+                    update="join",  # a replaced host (new instance id) joins again; no leave
+                    delete="leave",
+                    environment=member_env,
+                    logging=command.local.Logging.STDOUT_AND_STDERR,
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[*seed_t.host_resources, *t.host_resources]),
+                )
+                self.members.append(member)
+                waits = [member]
+            rollout = command.local.Command(
+                f"{name}-rollout-{t.node.host}",
+                interpreter=interpreter,
+                create="created",
+                update="apply",
+                environment={**env, "CONFIG_HASH": t.config_hash},
+                logging=command.local.Logging.STDOUT_AND_STDERR,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[*waits, *args.drain_resources.get(t.node.host, [])]),
+            )
+            self.rollouts.append(rollout)
+            if args.users_fingerprint is not None:
+                self.users.append(
+                    command.local.Command(
+                        f"{name}-users-{t.node.host}",
+                        interpreter=interpreter,
+                        create="users",
+                        update="users",
+                        environment={**env, "USERS_FINGERPRINT": args.users_fingerprint},
+                        logging=command.local.Logging.STDOUT_AND_STDERR,
+                        opts=pulumi.ResourceOptions(parent=self, depends_on=waits),
+                    )
+                )
+        self.register_outputs({"members": [m.id for m in self.members], "rollouts": [r.id for r in self.rollouts]})

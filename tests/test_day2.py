@@ -1,0 +1,340 @@
+"""Day-2 changes: the rollout/leave step script run for real against fake hosts (fake `docker` as
+the brokers, fake `aws` as Systems Manager and the NLB), and the update view of the offline plan."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from components.config import parse
+from components.renderers.nodes import node_specs, seed
+from components.renderers.scripts import node_script
+from components.rollout import step_script
+
+FAKES = Path(__file__).parent / "fakes"
+TG = "arn:aws:elasticloadbalancing:eu-central-1:123456789012:targetgroup/mqtt/0123"
+
+
+def _cluster(engine: str):
+    brokers = {"engine": engine, "count": 3}
+    if engine == "vernemq":
+        brokers["accept_eula"] = True
+    cfg = parse({"brokers": brokers}, stack="dev", source="x", region="eu-central-1")
+    nodes = node_specs(cfg)
+    return nodes, seed(nodes)
+
+
+def _state(tmp_path: Path, nodes, **extra) -> Path:
+    names = [n.node_name for n in nodes]
+    st = {
+        "self": names[0],
+        "seed": names[0],
+        "members": names,
+        "containers": {f"c{i + 1}": n for i, n in enumerate(names)},
+        "instances": {f"i-{i + 1}": f"c{i + 1}" for i in range(len(names))},
+        **extra,
+    }
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(st))
+    return path
+
+
+def _step(engine: str, index: int, mode: str, state: Path, tmp_path: Path, transport: str = "ssm", **env) -> subprocess.Popen:
+    nodes, first = _cluster(engine)
+    node = nodes[index]
+    script = step_script(
+        stack="dev",
+        node=node,
+        node_script=node_script(engine, node, first, container="broker"),
+        region="eu-central-1",
+        transport=transport,
+        drain_wait=5,
+    )
+    full = {
+        **os.environ,
+        "PATH": f"{FAKES / 'day2'}:{FAKES}:{os.environ['PATH']}",
+        "FAKE_STATE": str(state),
+        "INSTANCE_ID": f"i-{index + 1}",
+        "ADDRESS": f"10.0.0.{index + 1}",
+        "TARGET_GROUPS": f"{TG}|1883",
+        "ELB_NAME": "",
+        "CONFIG_HASH": "h2",
+        "PEERS": "i-1,10.0.0.1",
+        "LOCK_DIR": str(tmp_path / "lock"),
+        "POLL": "0.05",
+        "HEALTH_WAIT": "3",
+        "AGENT_WAIT": "1",
+        "LEAVE_REACH_WAIT": "1",
+        "STEP_WAIT": "20",
+        **env,
+    }
+    return subprocess.Popen(
+        ["bash", "-c", script, f"step-{node.host}", mode], env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _events(state: Path) -> list[str]:
+    """The calls that disrupt or restore a broker, in order: drain/restart/undrain/healthy."""
+    out = []
+    for c in json.loads(state.read_text())["calls"]:
+        if c.startswith("aws elbv2 deregister-targets"):
+            out.append("drain " + c.split("Id=")[1].split(",")[0])
+        elif c.startswith("restart "):
+            out.append("restart " + c.split()[-1])
+        elif c.startswith("aws elbv2 register-targets"):
+            out.append("undrain " + c.split("Id=")[1].split(",")[0])
+        elif c.startswith("aws elbv2 describe-target-health") and c.endswith("-> healthy"):
+            ev = "healthy " + c.split("Id=")[1].split(",")[0]
+            if not out or out[-1] != ev:
+                out.append(ev)
+    return out
+
+
+@pytest.mark.parametrize("engine", ["emqx", "vernemq"])
+def test_rollout_steps_started_together_run_one_node_at_a_time_drain_restart_healthy_next(engine, tmp_path):
+    nodes, _ = _cluster(engine)
+    state = _state(tmp_path, nodes)
+    procs = [_step(engine, i, "apply", state, tmp_path) for i in range(3)]  # as Pulumi runs them: in parallel
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    events = _events(state)
+    assert len(events) == 12, events
+    order = [events[i].split()[1] for i in range(0, 12, 4)]
+    assert sorted(order) == ["i-1", "i-2", "i-3"]
+    for k, iid in enumerate(order):
+        c = "c" + iid.split("-")[1]
+        # drain -> restart -> undrain -> healthy, and only then the next node
+        assert events[4 * k : 4 * k + 4] == [f"drain {iid}", f"restart {c}", f"undrain {iid}", f"healthy {iid}"], events
+
+
+def test_a_failed_gate_stops_the_rollout_and_leaves_the_remaining_nodes_untouched(tmp_path):
+    nodes, _ = _cluster("emqx")
+    state = _state(tmp_path, nodes, restart_breaks=[nodes[1].node_name])
+    first = _step("emqx", 0, "apply", state, tmp_path)
+    assert first.wait(60) == 0
+    second = _step("emqx", 1, "apply", state, tmp_path)
+    _, err = second.communicate(timeout=60)
+    assert second.returncode != 0
+    assert "rollout stopped at emqx@emqx-2.dev.mqtt.internal" in err
+    assert "health gate failed" in err
+    third = _step("emqx", 2, "apply", state, tmp_path)
+    _, err = third.communicate(timeout=60)
+    assert third.returncode != 0
+    assert "rollout stopped before emqx@emqx-3.dev.mqtt.internal: the cluster is not healthy" in err
+    assert "stopped nodes in the cluster: emqx@emqx-2.dev.mqtt.internal" in err
+    events = _events(state)
+    assert "restart c3" not in events and "drain i-3" not in events, events
+    assert "undrain i-2" not in events, "a broken node stays out of the load balancer"
+
+
+@pytest.mark.parametrize("engine", ["emqx", "vernemq"])
+def test_a_leave_of_an_unreachable_host_finishes_in_bounded_time_through_a_live_member(engine, tmp_path):
+    nodes, _ = _cluster(engine)
+    state = _state(tmp_path, nodes, unreachable=["i-3"], down=[nodes[2].node_name])
+    t0 = time.monotonic()
+    p = _step(engine, 2, "leave", state, tmp_path)
+    _, err = p.communicate(timeout=60)
+    elapsed = time.monotonic() - t0
+    assert p.returncode == 0, err
+    assert elapsed < 15, elapsed
+    assert "removing" in err and "through i-1" in err
+    st = json.loads(state.read_text())
+    assert nodes[2].node_name not in st["members"]
+    removal = [c for c in st["calls"] if c.startswith("exec c1 ")]
+    expected = "force-leave" if engine == "emqx" else "cluster leave node="
+    assert any(expected in c for c in removal), removal
+    assert any(c.startswith("aws elbv2 deregister-targets") and "Id=i-3" in c for c in st["calls"]), "drained first"
+
+
+def test_the_step_and_node_scripts_pass_shellcheck(tmp_path):
+    nodes, first = _cluster("vernemq")
+    for transport in ("ssm", "ssh"):
+        text = step_script(
+            stack="vernemq",
+            node=nodes[1],
+            node_script=node_script("vernemq", nodes[1], first, container="broker"),
+            region="eu-central-1",
+            transport=transport,
+            drain_wait=30,
+        )
+        path = tmp_path / f"step-{transport}.sh"
+        path.write_text(text)
+        proc = subprocess.run(["shellcheck", str(path)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout
+
+
+# --- the update view: what `pulumi up` does to a running stack ---------------------------------
+HOST_TYPES = {"aws:ec2/instance:Instance", "aws:ebs/volume:Volume", "aws:ec2/volumeAttachment:VolumeAttachment"}
+
+
+def _stack_variant(tmp_path: Path, name: str, stack: str = "dev", **brokers) -> Path:
+    import yaml
+
+    from tools import mockengine
+
+    doc = mockengine.read_stack_file(mockengine.stack_file(stack))
+    doc["config"]["mqtt-cluster:brokers"] = {**doc["config"]["mqtt-cluster:brokers"], **brokers}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _view(stack: str, base: Path | None, head: Path):
+    from tools import mockengine, update_view
+
+    return update_view.actions(mockengine.plan_stack(stack, base), mockengine.plan_stack(stack, head))
+
+
+@pytest.mark.parametrize("stack,version", [("dev", "5.8.7"), ("vernemq", "2.1.2")])
+def test_a_version_bump_replaces_no_host_and_rolls_every_node(tmp_path, stack, version):
+    rows = _view(stack, None, _stack_variant(tmp_path, "bump", stack, version=version))
+    assert not [r for r in rows if r["type"] in HOST_TYPES], rows
+    assert all(r["action"] == "update" for r in rows), rows
+    assert sorted(r["name"] for r in rows if r["name"].startswith("ops-rollout-")) == [
+        f"ops-rollout-{stack.replace('dev', 'emqx')}-{i}" for i in (1, 2, 3)
+    ]
+
+
+def test_scaling_out_three_to_five_touches_no_existing_node(tmp_path):
+    rows = _view("dev", None, _stack_variant(tmp_path, "five", count=5))
+    # Only the existing nodes' start parameters change (their static seed list, read at a node's
+    # first start): no host, no join, no rollout step, no restart. Monitoring follows the node list.
+    others = [r for r in rows if r["action"] != "create" and not r["type"].startswith("aws:cloudwatch/")]
+    assert sorted((r["action"], r["name"], tuple(r["inputs"])) for r in others) == [
+        ("update", f"brokers-emqx-{i}-start", ("insecureValue",)) for i in (1, 2, 3)
+    ], others
+    assert sorted(r["name"] for r in rows if r["type"] == "aws:ec2/instance:Instance") == ["brokers-emqx-4", "brokers-emqx-5"]
+
+
+def test_scaling_in_five_to_three_deletes_only_the_removed_nodes_each_after_its_leave(tmp_path):
+    from tools import update_view
+
+    rows = _view("dev", _stack_variant(tmp_path, "five", count=5), None)
+    hosts = [r for r in rows if r["type"] in HOST_TYPES]
+    assert all(r["action"] == "delete" for r in hosts), hosts
+    assert sorted(r["name"] for r in hosts if r["type"] == "aws:ec2/instance:Instance") == ["brokers-emqx-4", "brokers-emqx-5"]
+    leaves = [r for r in rows if r["name"].startswith("ops-member-") and r["action"] == "delete"]
+    assert sorted(r["name"] for r in leaves) == ["ops-member-emqx-4", "ops-member-emqx-5"]
+    # each leave depends on its host and attachment, so Pulumi deletes (runs) it before them
+    assert update_view.delete_order_ok(rows) == []
+    for leave in leaves:
+        host = leave["name"].removeprefix("ops-member-")
+        assert any(d.endswith(f"::brokers-{host}-data-attach") for d in leave["dependencies"])
+
+
+def test_ssh_transport_without_a_bastion_is_refused_naming_the_key():
+    from components.config import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        parse(
+            {"access": {"transport": "ssh", "bastion": False}}, stack="staging", source="stacks/Pulumi.staging.yaml", region="eu-central-1"
+        )
+    assert "mqtt-cluster:access.transport" in str(exc.value) and "bastion" in str(exc.value)
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "vernemq", "edge", "prod-eu-central-1"])
+def test_user_data_is_identity_and_bootstrap_and_the_start_parameter_carries_the_rest(stack):
+    import base64
+    import gzip
+
+    from tests.conftest import plan_of
+
+    plan = plan_of(stack)
+    params = {r.inputs["name"]: r.inputs for r in plan.of_type("aws:ssm/parameter:Parameter") if "/nodes/" in r.inputs["name"]}
+    hosts = [r for r in plan.of_type("aws:ec2/instance:Instance") if "Node" in r.inputs["tags"]]
+    assert len(params) == len(hosts) > 0
+    for h in hosts:
+        host = h.inputs["tags"]["Name"].split(".")[0]
+        p = params[f"/mqtt-cluster/{stack}/nodes/{host}/start"]
+        assert p["type"] == "String" and p["tier"] == "Intelligent-Tiering"
+        assert len(p["insecureValue"]) <= 8192, "the advanced tier's limit"
+        start = gzip.decompress(base64.b64decode(p["insecureValue"])).decode()
+        assert start == plan.files[(host, "mqtt-broker-start")]
+        from components.renderers import cloud_init
+
+        user_data = cloud_init.unpacked(h.inputs["userDataBase64"])
+        image = re.search(r"^  '([^']+)'", start, flags=re.M).group(1)
+        for moving in (image, "emqx.conf", "broker.env", "seeds", "DISCOVERY_NODE", "docker run"):
+            assert moving not in user_data, moving
+        assert f"NAME='/mqtt-cluster/{stack}/nodes/{host}/start'" in user_data
+
+
+def test_local_version_bump_replaces_the_containers_and_keeps_their_data_volumes(tmp_path):
+    import yaml
+
+    from tools import mockengine
+
+    doc = mockengine.read_stack_file(mockengine.stack_file("local"))
+    doc["config"]["mqtt-cluster:brokers"] = {**doc["config"]["mqtt-cluster:brokers"], "version": "5.8.7"}
+    head = tmp_path / "local.yaml"
+    head.write_text(yaml.safe_dump(doc))
+    rows = _view("local", None, head)
+    acted = {r["name"]: r["action"] for r in rows}
+    assert acted["local-broker-image"] == "replace"
+    assert [acted.get(f"local-emqx-{i}") for i in (1, 2, 3)] == ["replace"] * 3, "a new image is a new container"
+    assert not [r for r in rows if r["type"] == "docker:index/volume:Volume"], "the data volumes stay"
+    assert "local-proxy" not in acted, "an ordering edge alone changes nothing"
+
+
+def test_retain_data_on_scale_in_forgets_the_removed_volumes_instead_of_deleting_them(tmp_path):
+    base = _stack_variant(tmp_path, "five", count=5, retain_data_on_scale_in=True)
+    head = _stack_variant(tmp_path, "three", count=3, retain_data_on_scale_in=True)
+    rows = {r["name"]: r["action"] for r in _view("dev", base, head)}
+    assert rows["brokers-emqx-4-data"] == rows["brokers-emqx-5-data"] == "forget"
+    assert rows["brokers-emqx-4"] == "delete" and rows["ops-member-emqx-4"] == "delete"
+    plain = {r["name"]: r["action"] for r in _view("dev", _stack_variant(tmp_path, "five2", count=5), None)}
+    assert plain["brokers-emqx-4-data"] == "delete"
+
+
+def test_a_new_instance_type_reaches_only_the_host_named_for_a_rebuild(tmp_path):
+    import yaml
+
+    from tools import mockengine
+
+    rows = _view("dev", None, _stack_variant(tmp_path, "big", instance_type="m6i.large"))
+    assert not [r for r in rows if r["type"] == "aws:ec2/instance:Instance"], "not every host at once"
+    doc = mockengine.read_stack_file(_stack_variant(tmp_path, "big2", instance_type="m6i.large"))
+    doc["config"]["mqtt-cluster:access"] = {**doc["config"]["mqtt-cluster:access"], "refresh_ami": "emqx-2"}
+    one = tmp_path / "one.yaml"
+    one.write_text(yaml.safe_dump(doc))
+    hosts = [r for r in _view("dev", None, one) if r["type"] == "aws:ec2/instance:Instance"]
+    assert [(r["name"], r["inputs"]) for r in hosts] == [("brokers-emqx-2", ["instanceType"])]
+
+
+def test_the_ssh_transport_leaves_through_the_seed_when_the_host_does_not_answer(tmp_path):
+    nodes, _ = _cluster("vernemq")
+    state = _state(
+        tmp_path,
+        nodes,
+        down=[nodes[2].node_name],
+        addresses={f"10.0.0.{i + 1}": f"c{i + 1}" for i in range(3)},
+        unreachable_addresses=["10.0.0.3"],
+    )
+    env = {"SSH_USER": "ec2-user", "BASTION": "203.0.113.10", "SSH_PRIVATE_KEY": "-----BEGIN OPENSSH PRIVATE KEY-----"}
+    p = _step("vernemq", 2, "leave", state, tmp_path, transport="ssh", **env)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    st = json.loads(state.read_text())
+    assert [c.split()[1] for c in st["calls"] if c.startswith("ssh ")] == ["ec2-user@10.0.0.3", "ec2-user@10.0.0.1"]
+    assert nodes[2].node_name not in st["members"]
+    assert any(c == f"exec c1 vmq-admin cluster leave node={nodes[2].node_name} -k" for c in st["calls"]), st["calls"]
+
+
+@pytest.mark.parametrize("transport", ["ssm", "ssh"])
+def test_steps_carry_the_deploy_key_only_for_ssh_and_only_as_a_secret(program, transport):
+    plan = program("dev", access={"admin_cidrs": ["198.51.100.0/24"], "bastion": True, "transport": transport})
+    steps = [r for r in plan.of_type("command:local:Command") if r.name.startswith("ops-")]
+    assert len(steps) == 2 + 3 + 3  # joins, rollout steps, users steps
+    for s in steps:
+        env = s.inputs["environment"]
+        assert ("SSH_PRIVATE_KEY" in env) == (transport == "ssh")
+        if transport == "ssh":
+            assert env["SSH_PRIVATE_KEY"] == "[secret]" and env["BASTION"] == "203.0.113.10"
+    assert "PRIVATE KEY-----\\nOFFLINE" not in json.dumps(plan.as_json()["resources"])
