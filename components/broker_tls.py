@@ -9,10 +9,10 @@ SecureString parameters fetched at boot, never user-data. Clients trust the expo
 from __future__ import annotations
 
 import pulumi
-import pulumi_aws as aws
 
 from components.config import StackConfig
 from components.renderers import broker as br
+from components.secrets import secure_parameters
 from components.tls_certs import TlsMaterial, TlsMaterialArgs
 
 
@@ -36,17 +36,6 @@ class BrokerTls(pulumi.ComponentResource):
         )
         values = {"broker-tls-cert": material.cert_pem, "broker-tls-key": material.private_key_pem}
         assert set(values) == set(br.TLS_FILES)  # noqa: S101 - the start script fetches exactly these
-        self.parameter_names: dict[str, str] = {}
-        for leaf, value in values.items():
-            aws.ssm.Parameter(
-                f"{name}-{leaf}",
-                name=f"{param_prefix}/{leaf}",
-                type="SecureString",
-                value=pulumi.Output.secret(value),
-                description=f"mqtt-cluster {leaf}",
-                tags=tags,
-                opts=child,
-            )
-            self.parameter_names[leaf] = f"{param_prefix}/{leaf}"
+        self.parameter_names = secure_parameters(name, param_prefix, values, tags, child)
         self.ca_cert_pem = material.ca_cert_pem
         self.register_outputs({"ca_cert_pem": self.ca_cert_pem})

@@ -32,6 +32,7 @@ from components.renderers.proxy import (
     upstream_checker,
     upstream_checker_unit,
 )
+from components.secrets import secure_parameters
 from components.tls_certs import TlsMaterial, TlsMaterialArgs
 
 # Classic ELB's default negotiation policy still allows TLS 1.0; this predefined one does not.
@@ -389,19 +390,14 @@ class LoadBalancer(pulumi.ComponentResource):
         )
         self.ca_cert_pem = material.ca_cert_pem
         stats_pw = random.RandomPassword(f"{n}-stats-password", length=24, special=False, opts=self._child)
-        for leaf, value in {
-            "tls-certificate": material.cert_pem,
-            "tls-private-key": material.private_key_pem,
-            "proxy-stats-password": stats_pw.result,
-        }.items():
-            aws.ssm.Parameter(
-                f"{n}-{leaf}",
-                name=f"{a.param_prefix}/{leaf}",
-                type="SecureString",
-                value=pulumi.Output.secret(value),
-                tags=a.tags,
-                opts=self._child,
-            )
+        secure_parameters(
+            n,
+            a.param_prefix,
+            {"tls-certificate": material.cert_pem, "tls-private-key": material.private_key_pem, "proxy-stats-password": stats_pw.result},
+            a.tags,
+            self._child,
+            describe=False,
+        )
 
         # Exactly what proxy-start.sh fetches: the TLS pair, and the stats password for haproxy.
         fetched = ["tls-certificate", "tls-private-key"] + (["proxy-stats-password"] if kind == "haproxy" else [])
