@@ -8,7 +8,8 @@ import pulumi_aws as aws
 from components import firewall, settings
 from components.auth import DeviceAuth, DeviceAuthArgs, users_from_config
 from components.broker_cluster import Bastion, BastionArgs, BrokerCluster, BrokerClusterArgs, DeployKey, ami_changes
-from components.config import BRIDGE_USER
+from components.broker_tls import BrokerTls
+from components.config import BRIDGE_USER, tls_passthrough
 from components.images import BrokerImage, BrokerImageArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.local_cluster import LocalCluster, LocalClusterArgs
@@ -69,6 +70,8 @@ if cfg.role == "regional":
             jwt_secret=settings.secret("jwt_secret"),
         ),
     )
+    # Device certificates behind an NLB: the brokers terminate TLS with a certificate from SSM.
+    broker_tls = BrokerTls("broker-tls", cfg, param_prefix, tags) if tls_passthrough(cfg) else None
     deploy_key = DeployKey("deploy", tags)
     obs = Observability("obs", ObservabilityArgs(cfg=cfg, account_id=account_id, tags=tags))
     built = BrokerImage("image", BrokerImageArgs(cfg=cfg, push_to_ecr=True, tags=tags)) if cfg.brokers.build_image else None
@@ -82,7 +85,7 @@ if cfg.role == "regional":
             security_group_id=sgs.ids["broker"],
             key_name=deploy_key.key_name,
             param_prefix=param_prefix,
-            secret_leaves=[*secrets.parameter_names, *device_auth.secret_values],
+            secret_leaves=[*secrets.parameter_names, *device_auth.secret_values, *(broker_tls.parameter_names if broker_tls else [])],
             account_id=account_id,
             tags=tags,
             image=built.ref if built else None,
@@ -90,7 +93,8 @@ if cfg.role == "regional":
             registry=built.registry if built else None,
             telemetry=obs.hooks("brokers"),
         ),
-        opts=pulumi.ResourceOptions(depends_on=[secrets, device_auth]),  # hosts read the parameters at first boot
+        # Hosts read the parameters at first boot.
+        opts=pulumi.ResourceOptions(depends_on=[secrets, device_auth, *([broker_tls] if broker_tls else [])]),
     )
     bastion = None
     if cfg.access.bastion:
@@ -121,6 +125,7 @@ if cfg.role == "regional":
             account_id=account_id,
             tags=tags,
             telemetry=obs.hooks("proxies"),
+            passthrough_ca=broker_tls.ca_cert_pem if broker_tls else None,
         ),
     )
     obs.watch(

@@ -226,10 +226,13 @@ class BrokerCluster(pulumi.ComponentResource):
         )
 
         secrets = {leaf: var for leaf, var in br.secret_env_names(cfg).items() if leaf in args.secret_leaves}
+        tls_leaves = [leaf for leaf in br.secret_files(cfg) if leaf in args.secret_leaves]
         profile = instance_profile(
             name,
-            # what the start script fetches, no more; the nodes' start scripts hold no secret
-            [f"{args.param_prefix}/{leaf}" for leaf in secrets] + [start_parameter(args.param_prefix, "*")],
+            # What the start script fetches and the device credentials the users script loads, no more;
+            # the nodes' start scripts hold no secret.
+            [f"{args.param_prefix}/{leaf}" for leaf in [*secrets, *tls_leaves, ra.USERS_PARAMETER_LEAF]]
+            + [start_parameter(args.param_prefix, "*")],
             region,
             args.account_id,
             tags,
@@ -369,6 +372,9 @@ class BrokerCluster(pulumi.ComponentResource):
         files[acl_host] = acl_text
         files[ra.USERS_SCRIPT] = ra.users_script(cfg, region=cfg.region or "", param_prefix=param_prefix, owner=owner, container=CONTAINER)
         mounts += ra.host_mounts(cfg)
+        if br.secret_files(cfg):
+            files[br.DEVICE_CA_HOST] = cfg.auth.mtls.ca_bundle
+            mounts += br.passthrough_mounts(cfg)
         start = cloud_init.broker_start_script(
             engine=cfg.brokers.engine,
             node_name=node.node_name,
@@ -380,6 +386,8 @@ class BrokerCluster(pulumi.ComponentResource):
             container=CONTAINER,
             mounts=mounts,
             users_script=ra.USERS_SCRIPT,
+            secret_files=br.secret_files(cfg),
+            tls_dir=br.TLS_HOST_DIR,
             image=image,
             registry=registry,
             files={path: ("0600" if path.endswith(".env") else "0644", text) for path, text in files.items()},

@@ -813,20 +813,18 @@ def _check_auth(cfg: StackConfig) -> None:
     if cfg.jwt_secret and auth.mechanism != "jwt":
         raise _KeyedError("jwt_secret", f"only used with auth.mechanism jwt (got {auth.mechanism})")
     if auth.mechanism == "mtls":
-        raise _KeyedError(
-            "auth.mechanism",
-            "mtls alone needs the certificate identity at the brokers, which this version does not pass on yet; "
-            "use password+mtls (the proxy verifies the certificate, the broker the password)",
-        )
+        _mtls_alone(cfg)
     if auth.uses_mtls:
-        if cfg.role == "regional" and cfg.load_balancer.kind not in ("nginx", "haproxy"):
+        if cfg.role == "regional" and cfg.load_balancer.kind == "nlb":
+            _mtls_passthrough(cfg)
+        elif cfg.role == "regional" and cfg.load_balancer.kind not in ("nginx", "haproxy"):
             raise _KeyedError(
                 "auth.mechanism",
-                f"{auth.mechanism} needs load_balancer.kind nginx or haproxy: {cfg.load_balancer.kind} TLS listeners cannot verify client certificates",
+                f"{auth.mechanism} needs load_balancer.kind nginx, haproxy or nlb: {cfg.load_balancer.kind} TLS listeners cannot verify client certificates",
             )
         if cfg.role == "regional" and cfg.load_balancer.plain_mqtt:
             raise _KeyedError(
-                "load_balancer.plain_mqtt", "plain MQTT would bypass the device certificate check of auth.mechanism password+mtls"
+                "load_balancer.plain_mqtt", f"plain MQTT would bypass the device certificate check of auth.mechanism {auth.mechanism}"
             )
     if not cfg.is_emqx:
         # vernemq/vernemq 2.1.1 apps/vmq_acl/docs/vmq_acl.rst:29-57: only allow lines (topic/pattern),
@@ -838,6 +836,65 @@ def _check_auth(cfg: StackConfig) -> None:
                 raise _KeyedError("auth.acl.who", "vernemq's ACL file names users, not client ids (use ${clientid} in a topic instead)")
         if auth.no_match != "deny":
             raise _KeyedError("auth.no_match", "vernemq denies whatever its ACL file does not allow")
+
+
+def tls_passthrough(cfg: StackConfig) -> bool:
+    """Device certificates behind an NLB: its TLS listeners cannot ask for a client certificate, so
+    a TCP listener passes TLS through to the brokers' own SSL listener, which verifies it."""
+    return cfg.role == "regional" and cfg.auth.uses_mtls and cfg.load_balancer.kind == "nlb"
+
+
+def _mtls_passthrough(cfg: StackConfig) -> None:
+    if not cfg.is_emqx:
+        raise _KeyedError("auth.mechanism", f"{cfg.auth.mechanism} behind nlb is implemented for emqx only; use load_balancer.kind haproxy")
+    if cfg.auth.mechanism == "mtls":
+        raise _KeyedError(
+            "auth.mechanism",
+            "mtls alone behind nlb would let a certificate without a CN choose its own username; use password+mtls, or haproxy",
+        )
+    if cfg.load_balancer.certificate_arn:
+        raise _KeyedError(
+            "load_balancer.certificate_arn",
+            "with device certificates the nlb passes TLS through and the brokers need the server key, which ACM never releases; remove it",
+        )
+
+
+def _mtls_alone(cfg: StackConfig) -> None:
+    """Device certificates as the only credential: the proxy verifies the certificate and hands its
+    CN to the brokers as the MQTT username. Only haproxy can: it sends the CN in the SSL TLV of a
+    PROXY v2 header ("send-proxy-v2-ssl-cn", haproxy/haproxy v2.6.0 doc/configuration.txt:15536-15546),
+    which EMQX reads into the client's username with mqtt.peer_cert_as_username = cn (emqx/esockd
+    5.13.0 src/esockd_proxy_protocol.erl:177-178,211-212, src/esockd_transport.erl:323-324;
+    emqx/emqx v5.8.6 apps/emqx/src/emqx_channel.erl:341-355)."""
+    if cfg.role == "global":
+        return
+    if cfg.role == "local":
+        raise _KeyedError(
+            "auth.mechanism",
+            "mtls alone needs the certificate CN in a PROXY v2 header, which the local proxy does not send; use password+mtls",
+        )
+    front = cfg.load_balancer.kind
+    if front == "nginx":
+        # nginx writes PROXY v1 only ("PROXY TCP4 ...", nginx/nginx release-1.22.1 src/core/ngx_proxy_protocol.c:241): no TLVs.
+        raise _KeyedError(
+            "auth.mechanism",
+            "mtls alone needs the certificate CN at the brokers and nginx cannot pass it on (PROXY v1 only); "
+            "use load_balancer.kind haproxy, or password+mtls",
+        )
+    if front != "haproxy":
+        return  # nlb/elb: refused below with every mechanism that verifies device certificates
+    if not cfg.is_emqx:
+        # vernemq/vernemq 2.1.1 apps/vmq_server/src/vmq_mqtt_fsm.erl:627-633,677-680: the CN from the PROXY
+        # header replaces the username, but auth_on_register still asks vmq_passwd for a password.
+        raise _KeyedError(
+            "auth.mechanism",
+            "mtls alone is implemented for emqx only (vernemq still checks a password for the certificate's CN); use password+mtls",
+        )
+    if not cfg.load_balancer.proxy_protocol:
+        raise _KeyedError(
+            "load_balancer.proxy_protocol",
+            "auth.mechanism mtls passes the certificate CN to the brokers in the PROXY v2 header: set load_balancer.proxy_protocol: true",
+        )
 
 
 # "The connection idle timeout for TLS listeners is 350 seconds and can't be modified" (and 350 s is

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from components import config as c
-from components.config import StackConfig
+from components.config import StackConfig, tls_passthrough
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,16 @@ def rules(cfg: StackConfig) -> list[Rule]:
     if lb.plain_mqtt:
         out.append(Rule("front", c.MQTT_PORT, c.MQTT_PORT, clients, "plain MQTT (load_balancer.plain_mqtt)"))
 
-    # Front -> brokers: plain TCP inside the VPC.
-    out.append(Rule("broker", c.MQTT_PORT, c.MQTT_PORT, "front", "MQTT forwarded by the load balancer"))
-    if ws:
-        out.append(Rule("broker", c.WS_PORT, c.WS_PORT, "front", "WebSocket forwarded by the load balancer"))
+    if tls_passthrough(cfg):
+        # Device certificates behind an NLB: TLS passes through to the brokers' SSL listeners.
+        out.append(Rule("broker", c.MQTTS_PORT, c.MQTTS_PORT, "front", "MQTT over TLS passed through the load balancer"))
+        if ws:
+            out.append(Rule("broker", c.WSS_PORT, c.WSS_PORT, "front", "secure WebSocket passed through the load balancer"))
+    else:
+        # Front -> brokers: plain TCP inside the VPC.
+        out.append(Rule("broker", c.MQTT_PORT, c.MQTT_PORT, "front", "MQTT forwarded by the load balancer"))
+        if ws:
+            out.append(Rule("broker", c.WS_PORT, c.WS_PORT, "front", "WebSocket forwarded by the load balancer"))
     check = health_check(cfg)
     if check is not None:
         hp = check[0]

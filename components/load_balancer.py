@@ -16,7 +16,7 @@ import pulumi_random as random
 from components import config as c
 from components import firewall, hostfiles
 from components.broker_cluster import IMDSV2, amazon_linux_ami, ami_changes, instance_arch, instance_profile, root_volume
-from components.config import StackConfig
+from components.config import StackConfig, tls_passthrough
 from components.renderers import cloud_init
 from components.renderers.nodes import NodeSpec
 from components.renderers.proxy import (
@@ -33,6 +33,7 @@ from components.renderers.proxy import (
     upstream_checker,
     upstream_checker_unit,
 )
+from components.secrets import secure_parameters
 from components.tls_certs import TlsMaterial, TlsMaterialArgs
 
 # Classic ELB's default negotiation policy still allows TLS 1.0; this predefined one does not.
@@ -80,6 +81,8 @@ class LoadBalancerArgs:
     tags: dict[str, str]
     telemetry: Any = None
     """components.observability.HostHooks for proxy hosts: the monitoring agent and the role's policy."""
+    passthrough_ca: pulumi.Input[str] | None = None
+    """CA of the brokers' own server certificate (TLS passthrough, components.broker_tls)."""
 
 
 class LoadBalancer(pulumi.ComponentResource):
@@ -214,11 +217,16 @@ class LoadBalancer(pulumi.ComponentResource):
             tags=a.tags,
             opts=self._child,
         )
-        cert_arn = self._acm_certificate()
+        # Device certificates: a TCP listener passes TLS through to the brokers' SSL listeners, which
+        # verify them (an NLB TLS listener cannot ask for a client certificate).
+        passthrough = tls_passthrough(cfg)
+        cert_arn = None if passthrough else self._acm_certificate()
+        if passthrough:
+            self.ca_cert_pem = a.passthrough_ca
         hp, path = firewall.health_check(cfg)
-        routes = [(c.MQTTS_PORT, c.MQTT_PORT, "mqtt")]
+        routes = [(c.MQTTS_PORT, c.MQTTS_PORT if passthrough else c.MQTT_PORT, "mqtt")]
         if cfg.brokers.websocket:
-            routes.append((c.WSS_PORT, c.WS_PORT, "ws"))
+            routes.append((c.WSS_PORT, c.WSS_PORT if passthrough else c.WS_PORT, "ws"))
         groups: dict[int, aws.lb.TargetGroup] = {}
         for _, backend, label in routes:
             tg = aws.lb.TargetGroup(
@@ -261,9 +269,9 @@ class LoadBalancer(pulumi.ComponentResource):
                 f"{n}-{label}-tls",
                 load_balancer_arn=nlb.arn,
                 port=front,
-                protocol="TLS",
+                protocol="TCP" if passthrough else "TLS",
                 certificate_arn=cert_arn,
-                ssl_policy=lb.tls_policy,
+                ssl_policy=None if passthrough else lb.tls_policy,
                 default_actions=[aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=groups[backend].arn)],
                 tags=a.tags,
                 opts=self._child,
@@ -385,19 +393,14 @@ class LoadBalancer(pulumi.ComponentResource):
         )
         self.ca_cert_pem = material.ca_cert_pem
         stats_pw = random.RandomPassword(f"{n}-stats-password", length=24, special=False, opts=self._child)
-        for leaf, value in {
-            "tls-certificate": material.cert_pem,
-            "tls-private-key": material.private_key_pem,
-            "proxy-stats-password": stats_pw.result,
-        }.items():
-            aws.ssm.Parameter(
-                f"{n}-{leaf}",
-                name=f"{a.param_prefix}/{leaf}",
-                type="SecureString",
-                value=pulumi.Output.secret(value),
-                tags=a.tags,
-                opts=self._child,
-            )
+        secure_parameters(
+            n,
+            a.param_prefix,
+            {"tls-certificate": material.cert_pem, "tls-private-key": material.private_key_pem, "proxy-stats-password": stats_pw.result},
+            a.tags,
+            self._child,
+            describe=False,
+        )
 
         # Exactly what proxy-start.sh fetches: the TLS pair, and the stats password for haproxy.
         fetched = ["tls-certificate", "tls-private-key"] + (["proxy-stats-password"] if kind == "haproxy" else [])
@@ -497,4 +500,5 @@ class LoadBalancer(pulumi.ComponentResource):
             resolver=f"{VPC_RESOLVER}:53" if kind == "haproxy" else None,
             pid="/run/nginx.pid" if kind == "nginx" else "/run/haproxy.pid",
             client_ca=CLIENT_CA_PATH if cfg.auth.uses_mtls else None,
+            send_cn=kind == "haproxy" and cfg.auth.mechanism == "mtls",
         )

@@ -34,6 +34,32 @@ def generated(name: str, length: int, special: bool, parent: pulumi.Resource) ->
     return pulumi.Output.secret(pw.result)
 
 
+def secure_parameters(
+    name: str,
+    prefix: str,
+    values: dict[str, pulumi.Input[str]],
+    tags: dict[str, str],
+    opts: pulumi.ResourceOptions,
+    *,
+    describe: bool = True,
+) -> dict[str, str]:
+    """One SSM SecureString per leaf under ``prefix`` (what a host fetches at boot with its role);
+    returns leaf -> parameter name."""
+    names: dict[str, str] = {}
+    for leaf, value in values.items():
+        aws.ssm.Parameter(
+            f"{name}-{leaf}",
+            name=f"{prefix}/{leaf}",
+            type="SecureString",
+            value=pulumi.Output.secret(value),
+            description=f"mqtt-cluster {leaf}" if describe else None,
+            tags=tags,
+            opts=opts,
+        )
+        names[leaf] = f"{prefix}/{leaf}"
+    return names
+
+
 class ClusterSecrets(pulumi.ComponentResource):
     """Secrets never enter user-data: hosts fetch them from SSM with their instance role."""
 
@@ -48,18 +74,7 @@ class ClusterSecrets(pulumi.ComponentResource):
         values = {"cookie": self.cookie, "dashboard-password": self.dashboard_password}
         if args.license is not None:
             values["license"] = args.license
-        self.parameter_names: dict[str, str] = {}
-        for leaf, value in values.items():
-            aws.ssm.Parameter(
-                f"{name}-{leaf}",
-                name=f"{args.param_prefix}/{leaf}",
-                type="SecureString",
-                value=pulumi.Output.secret(value),
-                description=f"mqtt-cluster {leaf}",
-                tags=args.tags,
-                opts=child,
-            )
-            self.parameter_names[leaf] = f"{args.param_prefix}/{leaf}"
+        self.parameter_names = secure_parameters(name, args.param_prefix, values, args.tags, child)
         self.register_outputs({"cookie": self.cookie, "dashboard_password": self.dashboard_password})
 
 

@@ -200,9 +200,9 @@ def _allowed_parameters(doc: dict) -> set[str]:
 @pytest.mark.parametrize(
     "stack,brokers,proxies",
     [
-        ("dev", {"cookie", "dashboard-password"}, None),
-        ("edge", {"cookie", "dashboard-password"}, ("nginx", {"tls-certificate", "tls-private-key"})),
-        ("vernemq", {"cookie"}, ("haproxy", {"tls-certificate", "tls-private-key", "proxy-stats-password"})),
+        ("dev", {"cookie", "dashboard-password", "auth-users"}, None),
+        ("edge", {"cookie", "dashboard-password", "auth-users"}, ("nginx", {"tls-certificate", "tls-private-key"})),
+        ("vernemq", {"cookie", "auth-users"}, ("haproxy", {"tls-certificate", "tls-private-key", "proxy-stats-password"})),
     ],
 )
 def test_each_role_reads_exactly_the_parameters_its_host_fetches(stack, brokers, proxies):
@@ -210,10 +210,11 @@ def test_each_role_reads_exactly_the_parameters_its_host_fetches(stack, brokers,
     prefix = f"/mqtt-cluster/{stack}/"
     # and the nodes' start scripts (no secret in them): tests/test_day2.py
     assert _allowed_parameters(_read_policy(plan, "brokers")) == {prefix + leaf for leaf in brokers} | {prefix + "nodes/*/start"}
-    fetched = set(
-        re.findall(r'--name "\$PARAMS/([a-z-]+)"', plan.files[("emqx-1" if stack != "vernemq" else "vernemq-1", "mqtt-broker-start")])
-    )
-    assert fetched == brokers, "the policy and the start script agree"
+    host = "emqx-1" if stack != "vernemq" else "vernemq-1"
+    fetched = set(re.findall(r'--name "\$PARAMS/([a-z-]+)"', plan.files[(host, "mqtt-broker-start")]))
+    # The users script loads the device credentials (the start script runs it at boot).
+    fetched |= {p.removeprefix(prefix) for p in re.findall(r"^PARAM='([^']+)'", plan.files[(host, "mqtt-cluster-users")], flags=re.M)}
+    assert fetched == brokers, "the policy and the start and users scripts agree"
     if proxies:
         kind, leaves = proxies
         assert _allowed_parameters(_read_policy(plan, f"lb-{kind}")) == {prefix + leaf for leaf in leaves}

@@ -42,6 +42,28 @@ def ws_forwarded_headers(cfg: StackConfig) -> tuple[str, str]:
     return "", ""
 
 
+# TLS passthrough (device certificates behind an NLB): the brokers terminate TLS themselves.
+TLS_HOST_DIR = "/run/mqtt-cluster/tls"
+"""Server certificate and key, fetched from SSM at boot onto tmpfs (never user-data)."""
+TLS_FILES = {"broker-tls-cert": "server.crt", "broker-tls-key": "server.key"}
+"""SSM parameter leaf -> file name in TLS_HOST_DIR."""
+EMQX_TLS_DIR = "/opt/emqx/etc/server-tls"
+DEVICE_CA_HOST = "/etc/mqtt-cluster/devices-ca.pem"
+"""The device CA bundle: public, so in user-data."""
+EMQX_DEVICE_CA = "/opt/emqx/etc/devices-ca.pem"
+
+
+def secret_files(cfg: StackConfig) -> dict[str, str]:
+    """SSM parameter leaf -> host file the start script writes (root-only tmpfs, owned by the broker)."""
+    return {leaf: f"{TLS_HOST_DIR}/{name}" for leaf, name in TLS_FILES.items()} if c.tls_passthrough(cfg) else {}
+
+
+def passthrough_mounts(cfg: StackConfig) -> list[str]:
+    if not c.tls_passthrough(cfg):
+        return []
+    return [f"{TLS_HOST_DIR}:{EMQX_TLS_DIR}:ro", f"{DEVICE_CA_HOST}:{EMQX_DEVICE_CA}:ro"]
+
+
 def emqx_hocon(cfg: StackConfig, node: NodeSpec, seeds: list[str]) -> str:
     pp, ws_pp = listener_proxy_protocol(cfg)
     addr_header, port_header = ws_forwarded_headers(cfg)
@@ -62,6 +84,12 @@ def emqx_hocon(cfg: StackConfig, node: NodeSpec, seeds: list[str]) -> str:
         # Idle connections are closed by the broker after 1.5x keepalive (MQTT spec); this only
         # bounds how long an unauthenticated socket may sit before sending CONNECT.
         idle_timeout="15s",
+        passthrough=c.tls_passthrough(cfg),
+        mqtts_port=c.MQTTS_PORT,
+        wss_port=c.WSS_PORT,
+        tls_dir=EMQX_TLS_DIR,
+        tls_files=TLS_FILES,
+        device_ca=EMQX_DEVICE_CA,
     ) + auth.emqx_auth_hocon(cfg)  # devices: authentication chain and ACL source
 
 

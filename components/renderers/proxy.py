@@ -91,6 +91,11 @@ class ProxySettings:
     check_client_id: str = "mqtt-cluster-check"
     client_ca: str | None = None
     """Device CA bundle (auth.mechanism password+mtls): the proxy verifies client certificates."""
+    send_cn: bool = False
+    """auth.mechanism mtls (haproxy): the verified certificate's CN travels to the brokers in the
+    PROXY v2 header and becomes the MQTT username there."""
+    cn_pattern: str = "^" + c.USERNAME_RE.pattern + "$"
+    """What a device certificate's CN must look like to be accepted as a username (send_cn)."""
 
 
 def idle_timeout(keepalive: int) -> int:
