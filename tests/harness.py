@@ -635,6 +635,53 @@ def connect_once(host: str, port: int, ca: Path | None, client_id: str, timeout:
         return False
 
 
+def _mqtt_string(b: bytes) -> bytes:
+    return len(b).to_bytes(2, "big") + b
+
+
+def connack_code(
+    port: int,
+    ca: Path,
+    client_id: str,
+    username: str | None = None,
+    password: str | None = None,
+    cert: tuple[Path, Path] | None = None,
+) -> int | None:
+    """One TLS MQTT 3.1.1 CONNECT to 127.0.0.1:port (with a client certificate when ``cert`` is
+    (crt, key)): the CONNACK return code, None without one (a refused handshake included)."""
+    ctx = tls_context(ca)
+    if cert is not None:
+        ctx.load_cert_chain(str(cert[0]), str(cert[1]))
+    flags, payload = 0x02, _mqtt_string(client_id.encode())
+    if username is not None:
+        flags |= 0x80
+        payload += _mqtt_string(username.encode())
+    if password is not None:
+        flags |= 0x40
+        payload += _mqtt_string(password.encode())
+    body = b"\x00\x04MQTT\x04" + bytes([flags]) + b"\x00\x3c" + payload
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname="localhost") as s,
+        ):
+            s.settimeout(5)
+            s.sendall(b"\x10" + bytes([len(body)]) + body)
+            data = b""
+            while len(data) < 4:
+                chunk = s.recv(4 - len(data))
+                if not chunk:
+                    break
+                data += chunk
+            if len(data) == 4 and data[:2] == b"\x20\x02":
+                if data[3] == 0:
+                    s.sendall(b"\xe0\x00")  # DISCONNECT
+                return data[3]
+            return None
+    except OSError:  # ssl.SSLError included: the handshake was refused
+        return None
+
+
 def raw_mqtt_connect(sock: socket.socket, client_id: str) -> bytes:
     """Send CONNECT over a (TLS) socket, return the first 4 bytes of the answer."""
     cid = client_id.encode()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import socket
 import subprocess
 import threading
 import time
@@ -21,7 +20,7 @@ import pytest
 from components.config import parse
 from components.renderers import auth as ra
 from components.renderers.proxy import Backend
-from tests.harness import Lab, free_port, make_certs, tls_context, wait_port
+from tests.harness import Lab, connack_code, free_port, make_certs, tls_context, wait_port
 
 KINDS = ["nginx", "haproxy"]
 HOSTS = ["127.0.0.5", "127.0.0.6"]
@@ -95,42 +94,6 @@ def lab(request, tmp_path_factory, certs):
         time.sleep(1.0)  # haproxy's first health checks (any CONNACK counts: refusals are alive)
         yield lab
     print(json.dumps(RESULTS, indent=1))
-
-
-def _string(b: bytes) -> bytes:
-    return len(b).to_bytes(2, "big") + b
-
-
-def connack_code(port: int, ca, client_id: str, username: str | None = None, password: str | None = None) -> int | None:
-    """One TLS MQTT 3.1.1 CONNECT through the proxy: the CONNACK return code, None without one."""
-    flags, payload = 0x02, _string(client_id.encode())
-    if username is not None:
-        flags |= 0x80
-        payload += _string(username.encode())
-    if password is not None:
-        flags |= 0x40
-        payload += _string(password.encode())
-    body = b"\x00\x04MQTT\x04" + bytes([flags]) + b"\x00\x3c" + payload
-    try:
-        with (
-            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-            tls_context(ca).wrap_socket(raw, server_hostname="localhost") as s,
-        ):
-            s.settimeout(5)
-            s.sendall(b"\x10" + bytes([len(body)]) + body)
-            data = b""
-            while len(data) < 4:
-                chunk = s.recv(4 - len(data))
-                if not chunk:
-                    break
-                data += chunk
-            if len(data) == 4 and data[:2] == b"\x20\x02":
-                if data[3] == 0:
-                    s.sendall(b"\xe0\x00")
-                return data[3]
-            return None
-    except OSError:
-        return None
 
 
 def test_without_credentials_every_connect_is_refused(lab):
@@ -256,23 +219,14 @@ def mtls_lab(request, tmp_path_factory, certs):
 
 
 def _connack_with_cert(lab, client_id: str, cert: dict | None, password: str | None) -> int | None:
-    ctx = tls_context(lab.certs["ca"])
-    if cert is not None:
-        ctx.load_cert_chain(str(cert["crt"]), str(cert["key"]))
-    body_flags = 0x02 | (0xC0 if password is not None else 0)
-    payload = _string(client_id.encode()) + (_string(b"alice") + _string(password.encode()) if password is not None else b"")
-    body = b"\x00\x04MQTT\x04" + bytes([body_flags]) + b"\x00\x3c" + payload
-    try:
-        with (
-            socket.create_connection(("127.0.0.1", lab.s.mqtts_port), timeout=5) as raw,
-            ctx.wrap_socket(raw, server_hostname="localhost") as s,
-        ):
-            s.settimeout(5)
-            s.sendall(b"\x10" + bytes([len(body)]) + body)
-            data = s.recv(4)
-            return data[3] if len(data) == 4 and data[:2] == b"\x20\x02" else None
-    except OSError:  # ssl.SSLError included: the handshake was refused
-        return None
+    return connack_code(
+        lab.s.mqtts_port,
+        lab.certs["ca"],
+        client_id,
+        username="alice" if password is not None else None,
+        password=password,
+        cert=(cert["crt"], cert["key"]) if cert is not None else None,
+    )
 
 
 def test_the_proxy_verifies_device_certificates(mtls_lab):

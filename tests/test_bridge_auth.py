@@ -18,6 +18,7 @@ from components.links import BRIDGE_OUTPUTS, check
 from components.renderers import auth as ra
 from components.renderers.bridges import REDACTED, Peer, bridge_hocon, bridge_script, redacted
 from tests.conftest import stack_config
+from tests.test_region_links import _bridge_env
 from tools import mockengine
 
 SENTINEL = "Sentinel-bridge-pw-0xC0FFEE"
@@ -54,22 +55,11 @@ def test_the_connector_to_a_peer_logs_in_as_the_peers_bridge_user():
     assert d["enable"] is False and "password" not in d and d["username"] == BRIDGE_USER
 
 
-def _bridge_env(tmp_path: Path) -> tuple[dict, Path]:
-    state = tmp_path / "state.json"
-    state.write_text(json.dumps({"self": "emqx@a", "seed": "emqx@a", "data_dir": str(tmp_path / "data")}))
-    env = {
-        "PATH": f"{Path(__file__).parent / 'fakes'}:/usr/bin:/bin",
-        "FAKE_STATE": str(state),
-        "BRIDGE_DIR": str(tmp_path / "data" / "bridges"),
-    }
-    return env, state
-
-
 def test_the_bridge_script_hands_the_password_to_the_broker_and_keeps_no_copy(tmp_path):
     script = tmp_path / "bridges.sh"
     script.write_text(bridge_script("a", [Peer("b", "mqtt-b.example.com", PEM, BRIDGE_USER, SENTINEL)], ["#"], container="broker"))
     assert subprocess.run(["shellcheck", "-S", "style", str(script)], capture_output=True).returncode == 0
-    env, state = _bridge_env(tmp_path)
+    env, state = _bridge_env(tmp_path, {})
     bridges = tmp_path / "data" / "bridges"
     for action in ("apply", "disable", "apply"):
         proc = subprocess.run(["bash", str(script), action], env=env, capture_output=True, text=True, timeout=30)
@@ -92,7 +82,7 @@ def test_the_bridge_script_hands_the_password_to_the_broker_and_keeps_no_copy(tm
 def test_a_failed_load_removes_the_file_with_the_password(tmp_path):
     script = tmp_path / "bridges.sh"
     script.write_text(bridge_script("a", [Peer("b", "mqtt-b.example.com", None, BRIDGE_USER, SENTINEL)], ["#"], container="broker"))
-    env, state = _bridge_env(tmp_path)
+    env, state = _bridge_env(tmp_path, {})
     state.write_text(json.dumps({**json.loads(state.read_text()), "conf_load_fails": True}))
     proc = subprocess.run(["bash", str(script), "apply"], env=env, capture_output=True, text=True, timeout=30)
     assert proc.returncode != 0 and "Can't merge the new configurations!" in proc.stderr

@@ -28,7 +28,7 @@ from components.load_balancer import LoadBalancer
 from components.renderers import auth as ra
 from components.renderers.nodes import node_specs
 from components.renderers.proxy import Backend
-from tests.harness import PP_V2_SIGNATURE, Lab, free_port, make_certs, tls_context, wait_port
+from tests.harness import PP_V2_SIGNATURE, Lab, connack_code, free_port, make_certs, tls_context, wait_port
 
 HOST = "127.0.0.7"
 ATTEMPTS = 10
@@ -244,28 +244,8 @@ def lab(tmp_path_factory):
 
 
 def connack(lab, cert: str | None, client_id: str, username: str | None = None) -> int | None:
-    ctx = tls_context(lab.server["ca"])
-    if cert:
-        ctx.load_cert_chain(str(lab.certs[cert]["crt"]), str(lab.certs[cert]["key"]))
-    flags, payload = 0x02, len(client_id).to_bytes(2, "big") + client_id.encode()
-    if username:
-        flags |= 0x80
-        payload += len(username).to_bytes(2, "big") + username.encode()
-    body = b"\x00\x04MQTT\x04" + bytes([flags]) + b"\x00\x3c" + payload
-    try:
-        with (
-            socket.create_connection(("127.0.0.1", lab.s.mqtts_port), timeout=5) as raw,
-            ctx.wrap_socket(raw, server_hostname="localhost") as s,
-        ):
-            s.settimeout(5)
-            s.sendall(b"\x10" + bytes([len(body)]) + body)
-            data = s.recv(4)
-            if len(data) == 4 and data[:2] == b"\x20\x02":
-                s.sendall(b"\xe0\x00")
-                return data[3]
-            return None
-    except OSError:  # ssl.SSLError included: the handshake was refused
-        return None
+    pair = (lab.certs[cert]["crt"], lab.certs[cert]["key"]) if cert else None
+    return connack_code(lab.s.mqtts_port, lab.server["ca"], client_id, username=username, cert=pair)
 
 
 @pytest.mark.parametrize("case", [None, "foreign", "no-cn", "bad-cn", "two-cn"])

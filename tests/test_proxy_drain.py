@@ -30,6 +30,7 @@ from components.rollout import proxy_script, step_script
 from tests.conftest import plan_of
 from tests.harness import Lab, connect_once, free_port, make_certs, raw_mqtt_connect, tls_context
 from tests.test_dataplane import HOSTS, SHIPPED, shipped
+from tests.test_day2 import _state
 
 FAKES = Path(__file__).parent / "fakes"
 PROXIES = {"p-1": "10.0.1.1", "p-2": "10.0.1.2"}
@@ -179,21 +180,6 @@ def test_a_drained_broker_behind_shipped_nginx_gets_no_new_connections_until_und
 
 
 # --- the rollout step: drain on every proxy -> restart -> gate -> ready ---------------------------
-def _state(tmp_path: Path, nodes) -> Path:
-    names = [n.node_name for n in nodes]
-    st = {
-        "self": names[0],
-        "seed": names[0],
-        "members": names,
-        "containers": {f"c{i + 1}": n for i, n in enumerate(names)},
-        "instances": {f"i-{i + 1}": f"c{i + 1}" for i in range(len(names))},
-        "proxies": list(PROXIES),
-    }
-    path = tmp_path / "state.json"
-    path.write_text(json.dumps(st))
-    return path
-
-
 def _step(cfg, index: int, kind: str, state: Path, tmp_path: Path) -> subprocess.Popen:
     nodes = node_specs(cfg)
     node = nodes[index]
@@ -257,7 +243,7 @@ def test_a_rollout_drains_on_every_proxy_then_restarts_gates_and_readies_one_nod
     cfg = _config(stack)
     kind = cfg.load_balancer.kind
     nodes = node_specs(cfg)
-    state = _state(tmp_path, nodes)
+    state = _state(tmp_path, nodes, proxies=list(PROXIES))
     procs = [_step(cfg, i, kind, state, tmp_path) for i in range(len(nodes))]
     for p in procs:
         _, err = p.communicate(timeout=120)
@@ -279,7 +265,7 @@ def test_a_rollout_drains_on_every_proxy_then_restarts_gates_and_readies_one_nod
 def test_a_proxy_that_cannot_drain_stops_the_rollout_before_any_restart(tmp_path):
     cfg = _config("vernemq")
     nodes = node_specs(cfg)
-    state = _state(tmp_path, nodes)
+    state = _state(tmp_path, nodes, proxies=list(PROXIES))
     st = json.loads(state.read_text())
     st["proxy_fails"] = ["p-2"]
     state.write_text(json.dumps(st))
