@@ -11,7 +11,6 @@ from typing import Any
 
 import pulumi
 import pulumi_aws as aws
-import pulumi_random as random
 
 from components import config as c
 from components import firewall, hostfiles
@@ -33,7 +32,7 @@ from components.renderers.proxy import (
     upstream_checker,
     upstream_checker_unit,
 )
-from components.secrets import secure_parameters
+from components.secrets import generated, secure_parameters
 from components.tls_certs import TlsMaterial, TlsMaterialArgs
 
 # Classic ELB's default negotiation policy still allows TLS 1.0; this predefined one does not.
@@ -392,11 +391,11 @@ class LoadBalancer(pulumi.ComponentResource):
             opts=self._child,
         )
         self.ca_cert_pem = material.ca_cert_pem
-        stats_pw = random.RandomPassword(f"{n}-stats-password", length=24, special=False, opts=self._child)
+        stats_pw = generated(f"{n}-stats-password", 24, False, self)
         secure_parameters(
             n,
             a.param_prefix,
-            {"tls-certificate": material.cert_pem, "tls-private-key": material.private_key_pem, "proxy-stats-password": stats_pw.result},
+            {"tls-certificate": material.cert_pem, "tls-private-key": material.private_key_pem, "proxy-stats-password": stats_pw},
             a.tags,
             self._child,
             describe=False,

@@ -20,6 +20,7 @@ import pulumi_aws as aws
 from components.config import StackConfig
 from components.renderers import observability as ro
 from components.renderers.nodes import NodeSpec
+from components.secrets import generated
 
 
 @dataclass
@@ -216,7 +217,6 @@ def local_monitoring(
     """Prometheus scraping every broker container, Grafana with the datasource and dashboard
     provisioned; both published on local.bind only. The Grafana admin password is generated."""
     import pulumi_docker as docker
-    import pulumi_random as random
 
     from components import hostfiles
     from components.local_cluster import container_name
@@ -244,8 +244,7 @@ def local_monitoring(
         labels=labels,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=brokers),
     )
-    password = random.RandomPassword(f"{name}-grafana-password", length=24, special=False, opts=child)
-    secret = pulumi.Output.secret(password.result)
+    secret = generated(f"{name}-grafana-password", 24, False, parent)
     graf_image = docker.RemoteImage(f"{name}-grafana-image", name=GRAFANA_IMAGE, keep_locally=True, opts=child)
     grafana = docker.Container(
         f"{name}-grafana",
