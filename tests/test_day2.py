@@ -303,7 +303,10 @@ def test_local_version_bump_restarts_one_container_at_a_time_on_its_data_volume(
         assert explicit == {gate.name, *([brokers[i - 1]] if i else [])}
         assert {u.split("::")[-1] for u in gate.options.get("dependsOn", [])} == ({brokers[i - 1]} if i else set())
         assert c.inputs["wait"] is True and c.inputs["waitTimeout"] >= 60, "created only once healthy"
-        assert gate.inputs["update"] == "bash -s -- health" and gate.inputs["stdin"] == head.files[(b.split("-", 1)[1], "mqtt-cluster-node.sh")]
+        assert (
+            gate.inputs["update"] == "bash -s -- health"
+            and gate.inputs["stdin"] == head.files[(b.split("-", 1)[1], "mqtt-cluster-node.sh")]
+        )
 
 
 def test_the_update_view_finds_what_the_engine_would_delete_first_and_what_goes_down_together(tmp_path):
