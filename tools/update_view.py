@@ -58,6 +58,8 @@ FOLLOWS = {  # type -> (dependency types whose id it holds in a replace-forcing 
     "docker:index/container:Container": {"docker:index/remoteImage:RemoteImage", "docker:index/image:Image"},  # image
     "aws:ec2/volumeAttachment:VolumeAttachment": {INSTANCE_TYPE := "aws:ec2/instance:Instance"},  # instanceId
     "aws:lb/targetGroupAttachment:TargetGroupAttachment": {INSTANCE_TYPE},  # targetId
+    # instanceId, ForceNew (hashicorp/terraform-provider-aws 01c08000 internal/service/ec2/ec2_eip_association.go:40-45)
+    "aws:ec2/eipAssociation:EipAssociation": {INSTANCE_TYPE},
 }
 
 INSTANCE = "aws:ec2/instance:Instance"
