@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from components.config import ConfigError
+from components.local_cluster import DATA_DIRS, ROLE_LABEL
 from tools import mockengine
 from tools.plan_diff import diff_inputs
 
@@ -125,17 +126,20 @@ def _follow_replacements(rows: list[dict[str, Any]], new: dict[str, mockengine.R
         for urn, r in new.items():
             if urn in replaced or by_name.get(r.name, {}).get("action") == "create":
                 continue
-            deps = [d for d in r.dependencies if d in replaced]
-            if not deps:
+            # Only inputs read from a replaced resource change (its new id, new outputs); an ordering
+            # edge alone (dependsOn) changes nothing.
+            keys = {k for k, urns in r.property_dependencies.items() if replaced & set(urns)}
+            if not keys:
                 continue
-            cause = f"follows {new[deps[0]].name}"
+            deps = [d for k in sorted(keys) for d in r.property_dependencies[k] if d in replaced]
             if r.type in FOLLOWS:
-                if not any(new[d].type in FOLLOWS[r.type] for d in deps):
-                    continue  # an ordering edge only (depends_on): nothing to do
+                deps = [d for d in deps if new[d].type in FOLLOWS[r.type]]
+                if not deps:
+                    continue
                 action = "replace"
             else:
-                # a command whose triggers hold the replaced resource's id is replaced; others update
-                action = "replace" if r.type.startswith("command:") and r.inputs.get("triggers") else "update"
+                action = "replace" if _replaces_on(r, keys) else "update"
+            cause = f"follows {new[deps[0]].name}"
             row = by_name.get(r.name)
             if row is None:
                 row = {"action": action, "type": r.type, "name": r.name, "inputs": [], "forced_by": []}
@@ -166,6 +170,112 @@ def delete_order_ok(rows: list[dict[str, Any]]) -> list[str]:
         if leave is None or not any(d.endswith(f"::{host['name']}") for d in leave["dependencies"]):
             problems.append(host["name"])
     return problems
+
+
+# The provider asks the engine to delete before it creates the replacement (the engine honours it:
+# pulumi/pulumi v3.259.0 pkg/resource/deploy/step_generator.go:2044-2047).
+PROVIDER_DELETES_FIRST = {
+    "docker:index/container:Container",  # pulumi/pulumi-docker 237b789 provider/resources.go:112-114
+}
+# Updates that stop and start an EC2 instance: pulumi_aws 7.51.1 ec2/instance.py:99 (instance_type),
+# :125-126 (user data without user_data_replace_on_change).
+STOP_START = {INSTANCE: {"instanceType", "userData", "userDataBase64"}}
+
+
+def deletes_first(r: mockengine.Resource) -> bool:
+    if "deleteBeforeReplace" in r.options:
+        return bool(r.options["deleteBeforeReplace"])
+    return r.type in PROVIDER_DELETES_FIRST
+
+
+def _replaces_on(r: mockengine.Resource, keys: set[str]) -> bool:
+    """Would the provider replace ``r`` if these inputs became unknown? Its table, or replaceOnChanges."""
+    forcing = REPLACE_ON.get(r.type, set()) | {k.split("[")[0].split(".")[0] for k in r.options.get("replaceOnChanges", [])}
+    return bool(keys & forcing)
+
+
+def deleted_first(rows: list[dict[str, Any]], base: mockengine.Plan) -> list[dict[str, Any]]:
+    """What the engine deletes before a delete-before-replace replacement of a resource: its
+    dependents whose inputs read the replaced resource's outputs and would be replaced for it,
+    transitively (pulumi/pulumi v3.259.0 pkg/resource/deploy/step_generator.go:2048-2069, the rule
+    :3220-3287 — an edge from dependsOn alone, or an input that updates in place, deletes nothing).
+    Judged on the old state's dependencies, as the engine does. One row per such dependent."""
+    old = {r.urn: r for r in base.resources if r.custom}
+    by_name = {r.name: r for r in old.values()}
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        root = by_name.get(row["name"])
+        if row["action"] != "replace" or root is None or not deletes_first(root):
+            continue
+        replace_set = {root.urn}
+        for r in old.values():  # registration order is dependency order
+            keys = {k for k, urns in r.property_dependencies.items() if replace_set & set(urns)}
+            if r.urn not in replace_set and keys and _replaces_on(r, keys):
+                replace_set.add(r.urn)
+                out.append({"name": r.name, "type": r.type, "before": root.name, "inputs": sorted(keys)})
+    return out
+
+
+def _ancestors(plan: mockengine.Plan) -> dict[str, set[str]]:
+    deps = {r.urn: set(r.dependencies) for r in plan.resources}
+    memo: dict[str, set[str]] = {}
+
+    def walk(urn: str) -> set[str]:
+        if urn not in memo:
+            memo[urn] = set()
+            for d in deps.get(urn, ()):
+                memo[urn] |= {d} | walk(d)
+        return memo[urn]
+
+    for urn in deps:
+        walk(urn)
+    return memo
+
+
+def serving_group(r: mockengine.Resource) -> str | None:
+    """broker | proxy for what carries client traffic: EC2 hosts by their tags, local containers by
+    their role label; None for everything else."""
+    if r.type == INSTANCE:
+        tags = r.inputs.get("tags") or {}
+        return "proxy" if tags.get("Role") == "proxy" else "broker" if "Node" in tags else None
+    if r.type == "docker:index/container:Container":
+        labels = {la.get("label"): la.get("value") for la in r.inputs.get("labels") or []}
+        if labels.get(ROLE_LABEL) in ("broker", "proxy"):
+            return labels[ROLE_LABEL]
+        mounts = {v.get("containerPath") for v in r.inputs.get("volumes") or []}
+        return "broker" if mounts & set(DATA_DIRS.values()) else None  # a plan from before the label
+    return None
+
+
+def disruptions(rows: list[dict[str, Any]], head: mockengine.Plan) -> list[dict[str, Any]]:
+    """Rows that take a broker or proxy out while `pulumi up` runs: a replacement, or an update that
+    stops and starts the instance. Scale-in deletes are the leave steps' business (delete_order_ok)."""
+    new = {r.name: r for r in head.resources if r.custom}
+    out = []
+    for row in rows:
+        r = new.get(row["name"])
+        if r is None or serving_group(r) is None:
+            continue
+        if row["action"] == "replace" or (row["action"] == "update" and set(row["inputs"]) & STOP_START.get(r.type, set())):
+            out.append({**row, "group": serving_group(r), "urn": r.urn})
+    return out
+
+
+def concurrent_disruptions(rows: list[dict[str, Any]], head: mockengine.Plan) -> list[tuple[str, str]]:
+    """Pairs of brokers (or of proxies) the update could take out at the same time: neither waits
+    for the other through the dependency graph. The engine starts a resource's step only once the
+    steps of its dependencies are done (the SDK registers it after their URNs resolve: pulumi/pulumi
+    v3.259.0 sdk/python/lib/pulumi/runtime/resource.py:190-195, rpc.py:336; resolved when the engine
+    answers the registration, resource.py:1223). Rollout commands are not here: they serialise
+    themselves at run time (a lock and a health gate, templates/rollout.sh.j2)."""
+    hits = disruptions(rows, head)
+    before = _ancestors(head)
+    pairs = []
+    for i, a in enumerate(hits):
+        for b in hits[i + 1 :]:
+            if a["group"] == b["group"] and a["urn"] not in before[b["urn"]] and b["urn"] not in before[a["urn"]]:
+                pairs.append((a["name"], b["name"]))
+    return pairs
 
 
 def render(stack: str, rows: list[dict[str, Any]]) -> str:
