@@ -8,8 +8,11 @@ a proxy-tier change is read from the offline plan's dependency graph.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -177,3 +180,120 @@ def test_the_gate_and_the_readiness_check_pass_shellcheck(kind, transport, tmp_p
         (tmp_path / name).write_text(text)
         proc = subprocess.run(["shellcheck", str(tmp_path / name)], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout
+
+
+# --- the order of a proxy-tier change, from the offline plan ------------------------------------
+INSTANCE = "aws:ec2/instance:Instance"
+EIP_ASSOC = "aws:ec2/eipAssociation:EipAssociation"
+PROXY_STACKS = [("edge", "nginx"), ("vernemq", "haproxy")]
+
+
+def _proxies(plan) -> list[tuple[object, object, object]]:
+    """(instance, gate, EIP association) per proxy host, in host order."""
+    hosts = sorted((r for r in plan.of_type(INSTANCE) if r.inputs["tags"].get("Role") == "proxy"), key=lambda r: r.name)
+    assoc = {r.inputs["instanceId"]: r for r in plan.of_type(EIP_ASSOC)}
+    return [(h, plan.named(f"{h.name}-ready"), assoc[h.id]) for h in hosts]
+
+
+def replaced_one_at_a_time(rows, head) -> list[str]:
+    """Replaced proxy hosts whose replacement is not finished before the next one starts: host i's
+    replacement ends when its Elastic IP association, which waits for its gate, is done, and host
+    i+1's instance must wait for that association (through the dependency graph)."""
+    from tools import update_view
+
+    before = update_view._ancestors(head)
+    chain = {h.name: (h, gate, assoc) for h, gate, assoc in _proxies(head)}
+    replaced = [r["name"] for r in rows if r["action"] == "replace" and r["name"] in chain]
+    problems = []
+    for a, b in zip(replaced, replaced[1:], strict=False):
+        (_, gate, assoc), (nxt, _, _) = chain[a], chain[b]
+        if gate.urn not in before[assoc.urn] or assoc.urn not in before[nxt.urn]:
+            problems.append(f"{b} may start before {a} serves on its Elastic IP")
+    return problems
+
+
+def test_the_order_check_finds_proxies_replaced_together(tmp_path):
+    """The check itself: the old shape (no gates, no chain) replaced both proxy hosts at once."""
+    from tools import mockengine, update_view
+
+    head = mockengine.plan_stack("edge", _proxy_variant(tmp_path, "edge"))
+    for r in head.resources:
+        r.dependencies = [d for d in r.dependencies if not d.endswith(("-eip-assoc", "-ready"))]
+    rows = update_view.actions(mockengine.plan_stack("edge", None), head)
+    assert replaced_one_at_a_time(rows, head) == ["lb-nginx-2 may start before lb-nginx-1 serves on its Elastic IP"]
+    assert update_view.concurrent_disruptions(rows, head) == [("lb-nginx-1", "lb-nginx-2")]
+
+
+def _proxy_variant(tmp_path: Path, stack: str, section: str = "load_balancer", **values) -> Path:
+    import yaml
+
+    from tools import mockengine
+
+    doc = mockengine.read_stack_file(mockengine.stack_file(stack))
+    key = f"mqtt-cluster:{section}"
+    doc["config"][key] = {**doc["config"][key], **(values or {"proxy_instance_type": "c6i.xlarge"})}
+    path = tmp_path / f"{stack}-{section}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.mark.parametrize("stack,kind", PROXY_STACKS)
+def test_each_proxy_host_waits_for_the_previous_one_to_serve_on_its_elastic_ip(stack, kind):
+    from tests.conftest import plan_of
+
+    plan = plan_of(stack)
+    chain = _proxies(plan)
+    assert len(chain) == 2
+    for i, (host, gate, assoc) in enumerate(chain):
+        assert gate.inputs["create"] == "proxy-ready" and "update" not in gate.inputs
+        assert gate.inputs["triggers"] == [host.id], "a replaced host gets a new gate run"
+        assert gate.inputs["environment"]["INSTANCE_ID"] == host.id
+        assert host.urn in gate.dependencies
+        assert assoc.options["dependsOn"] == [gate.urn], "the EIP moves only to a host that serves"
+        assert "deleteBeforeReplace" not in assoc.options and "allowReassociation" not in assoc.inputs
+        previous = [chain[i - 1][2].urn] if i else []
+        assert host.options.get("dependsOn", []) == previous
+        assert host.inputs["associatePublicIpAddress"] is True, "it boots with an address of its own"
+        packed = re.search(r"^NODE_SCRIPT_GZ=(\S*)", gate.inputs["interpreter"][2], re.M).group(1).strip("'")
+        assert gzip.decompress(base64.b64decode(packed)).decode() == proxy_ready_script(kind)
+    # a broker's rollout step drains it on every proxy host: only once they serve
+    for step in (r for r in plan.of_type("command:local:Command") if r.name.startswith("ops-rollout-")):
+        assert {gate.urn for _, gate, _ in chain} <= set(step.dependencies), step.name
+
+
+@pytest.mark.parametrize("stack,kind", PROXY_STACKS)
+@pytest.mark.parametrize(
+    "change",
+    [
+        ("load_balancer", {"proxy_instance_type": "c6i.xlarge"}),  # maxconn in the proxy config
+        ("brokers", {"count": 5}),  # the backend list
+        ("brokers", {"keepalive": 90}),  # timeouts
+    ],
+    ids=["instance-type", "brokers-3-to-5", "keepalive"],
+)
+def test_a_proxy_tier_change_replaces_every_proxy_host_one_after_the_other(stack, kind, change, tmp_path):
+    from tools import mockengine, update_view
+
+    section, values = change
+    base = mockengine.plan_stack(stack, None)
+    head = mockengine.plan_stack(stack, _proxy_variant(tmp_path, stack, section, **values))
+    rows = update_view.actions(base, head)
+    acted = {r["name"]: r["action"] for r in rows}
+    for i in (1, 2):
+        host = f"lb-{kind}-{i}"
+        assert [acted.get(n) for n in (host, f"{host}-ready", f"{host}-eip-assoc")] == ["replace"] * 3, rows
+    assert [d["name"] for d in update_view.disruptions(rows, head) if d["group"] == "proxy"] == [f"lb-{kind}-1", f"lb-{kind}-2"]
+    assert update_view.concurrent_disruptions(rows, head) == []
+    assert replaced_one_at_a_time(rows, head) == []
+    assert update_view.deleted_first(rows, base) == [], "create-before-delete: the EIP moves, it is never taken off first"
+
+
+def test_broker_steps_carry_no_proxy_gate():
+    """The gate's action is rendered only into the gates: a broker step whose script text changed
+    would run its update (a rolling restart of every broker)."""
+    from tests.conftest import plan_of
+
+    for stack in ("edge", "vernemq", "dev"):
+        for r in plan_of(stack).of_type("command:local:Command"):
+            if r.name.startswith("ops-"):
+                assert "proxy-ready" not in r.inputs["interpreter"][2], r.name
