@@ -273,7 +273,7 @@ LOCAL_VARIANTS = {
 
 
 @pytest.mark.parametrize("engine", sorted(LOCAL_VARIANTS))
-def test_local_version_bump_restarts_one_container_at_a_time_on_its_data_volume(tmp_path, engine):
+def test_local_version_bump_restarts_one_container_at_a_time_on_its_data_volume(tmp_path, engine, capsys):
     """Docker cannot change a container's image: each broker container is replaced (deleted first),
     in a chain gate-1 → node-1 healthy → gate-2 → node-2 …, and no join runs its leave."""
     from tools import mockengine, update_view
@@ -295,6 +295,8 @@ def test_local_version_bump_restarts_one_container_at_a_time_on_its_data_volume(
     assert [acted.get(f"local-gate-{engine}-{i}") for i in (1, 2, 3)] == ["update"] * 3
     assert [d["name"] for d in update_view.disruptions(rows, head)] == brokers
     assert update_view.concurrent_disruptions(rows, head) == []
+    assert update_view.main(["local", "--base-config", str(base_path), "--head-config", str(head_path)]) == 0
+    assert f"out of service while it runs, one after another: {', '.join(brokers)}" in capsys.readouterr().out
     # The chain itself: node i waits for its gate and node i-1; gate i waits for node i-1.
     by = {r.name: r for r in head.resources}
     for i, b in enumerate(brokers):
@@ -309,7 +311,7 @@ def test_local_version_bump_restarts_one_container_at_a_time_on_its_data_volume(
         )
 
 
-def test_the_update_view_finds_what_the_engine_would_delete_first_and_what_goes_down_together(tmp_path):
+def test_the_update_view_finds_what_the_engine_would_delete_first_and_what_goes_down_together(tmp_path, monkeypatch, capsys):
     """The checks themselves, on a synthetic old shape (joins replaced with their container, no
     chain): what the previous local stack did on a version bump."""
     from tools import mockengine, update_view
@@ -333,6 +335,14 @@ def test_the_update_view_finds_what_the_engine_would_delete_first_and_what_goes_
         ("local-emqx-1", "local-emqx-3"),
         ("local-emqx-2", "local-emqx-3"),
     ]
+
+    # The command line says so and exits 3.
+    plans = iter([base, head])
+    monkeypatch.setattr(mockengine, "plan_stack", lambda stack, path: next(plans))
+    assert update_view.main(["local", "--head-config", "x.yaml"]) == 3
+    out = capsys.readouterr().out
+    assert "!! local-join-emqx-2 is deleted before local-emqx-2 is replaced (reads environment, triggers)" in out
+    assert "!! local-emqx-1 and local-emqx-2 could be out of service at the same time" in out
 
 
 def test_retain_data_on_scale_in_forgets_the_removed_volumes_instead_of_deleting_them(tmp_path):

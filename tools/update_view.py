@@ -2,6 +2,9 @@
 
     python -m tools.update_view STACK --head-config FILE [--base-config FILE] [--json]
 
+Exit 0; 2 on a config error or an unknown resource type; 3 when the change could take two brokers
+(or two proxies) out at the same time or the engine would delete a dependent before a replacement.
+
 Base: the stack file (or --base-config), head: --head-config. Resources are matched by URN; a
 changed resource is replaced when a changed input (or a field of it) is one its provider replaces
 on, else updated. Those inputs come from tools/replace_facts.py: one cited entry per resource type
@@ -306,12 +309,27 @@ def main(argv: list[str] | None = None) -> int:
     except UnknownResourceType as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    findings = {
+        "deleted_first": deleted_first(rows, base),
+        "concurrent_disruptions": [list(p) for p in concurrent_disruptions(rows, head)],
+        "disruptions": [d["name"] for d in disruptions(rows, head)],
+    }
     if a.json:
+        # the rows as before; the findings on stderr so the JSON contract stays a list
         json.dump(rows, sys.stdout, indent=1)
         sys.stdout.write("\n")
+        json.dump(findings, sys.stderr)
+        sys.stderr.write("\n")
     else:
         print(render(a.stack, rows))
-    return 0
+        if findings["disruptions"]:
+            print("  out of service while it runs, one after another: " + ", ".join(findings["disruptions"]))
+        for x in findings["deleted_first"]:
+            print(f"  !! {x['name']} is deleted before {x['before']} is replaced (reads {', '.join(x['inputs'])})")
+        for one, two in findings["concurrent_disruptions"]:
+            print(f"  !! {one} and {two} could be out of service at the same time")
+    # 3: the change would take two brokers (or proxies) out together or delete a dependent first
+    return 3 if findings["deleted_first"] or findings["concurrent_disruptions"] else 0
 
 
 if __name__ == "__main__":
