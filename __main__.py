@@ -198,6 +198,7 @@ if cfg.role == "regional":
     pulumi.export("broker_security_group_id", sgs.ids["broker"])
     pulumi.export("node_names", [n.node_name for n in brokers.nodes])
     pulumi.export("node_addresses", brokers.private_ips)
+    pulumi.export("node_instance_ids", [i.id for i in brokers.instances])
     pulumi.export("seed_node", first.node_name)
     pulumi.export("private_zone_id", brokers.zone.zone_id)
     pulumi.export("private_zone_name", cfg.zone_name)
@@ -222,6 +223,8 @@ if cfg.role == "regional":
         # The linking stack's bridges into this region log in with these (links.mode bridge).
         pulumi.export("bridge_username", BRIDGE_USER)
         pulumi.export("bridge_password", device_auth.passwords[BRIDGE_USER])
+        # Where the linking stack puts its peers' passwords for these hosts to read (bridge mode).
+        pulumi.export("bridge_passwords_parameter", brokers.bridge_passwords_parameter)
 
 if cfg.role == "global":
     links = cfg.links

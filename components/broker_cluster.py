@@ -18,6 +18,7 @@ from components.config import StackConfig, instance_arch
 from components.renderers import auth as ra
 from components.renderers import broker as br
 from components.renderers import cloud_init
+from components.renderers.bridges import PASSWORDS_LEAF
 from components.renderers.nodes import NodeSpec, node_specs, seed
 from components.renderers.scripts import node_script
 
@@ -227,12 +228,17 @@ class BrokerCluster(pulumi.ComponentResource):
 
         secrets = {leaf: var for leaf, var in br.secret_env_names(cfg).items() if leaf in args.secret_leaves}
         tls_leaves = [leaf for leaf in br.secret_files(cfg) if leaf in args.secret_leaves]
+        # A region that takes bridges (auth.bridge_topics) is linked in bridge mode: the linking
+        # stack writes its peers' bridge passwords here, and the seed reads them while it applies
+        # the bridges (templates/bridges.sh.j2).
+        self.bridge_passwords_parameter = f"{args.param_prefix}/{PASSWORDS_LEAF}" if cfg.auth.bridge_topics is not None else None
         profile = instance_profile(
             name,
             # What the start script fetches and the device credentials the users script loads, no more;
             # the nodes' start scripts hold no secret.
             [f"{args.param_prefix}/{leaf}" for leaf in [*secrets, *tls_leaves, ra.USERS_PARAMETER_LEAF]]
-            + [start_parameter(args.param_prefix, "*")],
+            + [start_parameter(args.param_prefix, "*")]
+            + ([self.bridge_passwords_parameter] if self.bridge_passwords_parameter else []),
             region,
             args.account_id,
             tags,

@@ -140,6 +140,25 @@ def test_the_regional_users_file_has_the_bridge_user_only_when_enabled(program, 
     assert params["/mqtt-cluster/dev/auth-users"]["value"] == "[secret]"
 
 
+@pytest.mark.parametrize("enabled", [False, True])
+def test_the_hosts_of_a_bridged_region_may_read_the_parameter_the_linking_stack_writes_and_no_other(program, enabled):
+    plan = program("dev", auth={"bridge_topics": ["#"]} if enabled else {})
+    (policy,) = [p for p in plan.of_type("aws:iam/rolePolicy:RolePolicy") if p.name == "brokers-read-own-params"]
+    doc = json.loads(policy.inputs["policy"])
+    (allow,) = [st for st in doc["Statement"] if st["Effect"] == "Allow" and st["Action"] == "ssm:GetParameter"]
+    (deny,) = [st for st in doc["Statement"] if st["Effect"] == "Deny"]
+    arn = "arn:aws:ssm:eu-central-1:123456789012:parameter/mqtt-cluster/dev/links/bridge-passwords"
+    links = [a for a in allow["Resource"] if "/links/" in a]
+    assert links == ([arn] if enabled else [])
+    assert set(deny["NotResource"]) == set(allow["Resource"]), "every other parameter stays denied"
+    if enabled:
+        # The name the linking stack writes to (its bridge_passwords_parameter output) is that one.
+        assert plan.outputs["bridge_passwords_parameter"] == "/mqtt-cluster/dev/links/bridge-passwords"
+        assert not [p for p in plan.of_type("aws:ssm/parameter:Parameter") if "/links/" in p.inputs["name"]], "the linking stack owns it"
+    else:
+        assert "bridge_passwords_parameter" not in plan.outputs
+
+
 @pytest.mark.parametrize(
     ("raw", "key"),
     [

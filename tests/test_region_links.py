@@ -64,6 +64,13 @@ def test_every_regional_stack_exports_what_peers_need(stack):
     assert out["deploy_private_key"] == "[secret]" and out["cookie"] == "[secret]"
     assert out["vpc_cidr"] == regional(stack)[1] and out["region"] == regional(stack)[0]
     assert len(out["private_route_table_ids"]) == 3 and len(out["node_addresses"]) == 3
+    # The linking stack's commands reach each node by its instance id, in node order.
+    instances = {
+        r.inputs["tags"]["Name"].split(".")[0]: r.id
+        for r in plan_of(stack).of_type("aws:ec2/instance:Instance")
+        if "Node" in r.inputs["tags"]
+    }
+    assert out["node_instance_ids"] == [instances[f"emqx-{i}"] for i in (1, 2, 3)]
     # One cluster: every region carries the primary's cluster name and cookie.
     assert out["cluster_name"] == "mqtt-prod-eu-central-1"
     assert out["cookie_fingerprint"] == plan_of("prod-eu-central-1").outputs["cookie_fingerprint"]

@@ -23,6 +23,9 @@ NAME_PREFIX = "to-"
 """Connector and action names: NAME_PREFIX + the peer's stack."""
 REDACTED = "[secret]"
 """Stands for a peer's password in the copy of the script kept for review (``--render``)."""
+PASSWORDS_LEAF = "links/bridge-passwords"
+"""Under a regional stack's SSM prefix: the SecureString the linking stack writes with the passwords
+of that region's peers, which the region's broker hosts may read (components/broker_cluster.py)."""
 DESCRIBE = "forward local publishes to "
 """How our rules begin their description: the script finds the bridges of removed peers by it in
 `emqx ctl rules list` (emqx/emqx v5.8.6 apps/emqx_rule_engine/src/emqx_rule_engine_cli.erl:57-59)."""
