@@ -83,8 +83,18 @@ def proxy_script(kind: str) -> str:
 
 
 def step_script(
-    *, stack: str, node: NodeSpec, node_script: str, region: str, transport: str, drain_wait: int, proxy_kind: str | None = None
+    *,
+    stack: str,
+    node: NodeSpec,
+    node_script: str,
+    region: str,
+    transport: str,
+    drain_wait: int,
+    proxy_kind: str | None = None,
+    links_step: bool = False,
 ) -> str:
+    """rollout.sh.j2 for ``node``; ``links_step``: with the linking stack's actions as well
+    (``stays``, ``bridges-apply``, ``bridges-disable``: components/region_links.py)."""
     gz = _packed(node_script)
     return render(
         "rollout.sh.j2",
@@ -103,6 +113,7 @@ def step_script(
         leave_reach_wait=LEAVE_REACH_WAIT,
         lock_wait=LOCK_WAIT,
         proxy_gate=False,
+        links_step=links_step,
     )
 
 
@@ -131,6 +142,7 @@ def gate_script(*, stack: str, host: str, kind: str, region: str, transport: str
         leave_reach_wait=LEAVE_REACH_WAIT,
         lock_wait=LOCK_WAIT,
         proxy_gate=True,
+        links_step=False,
     )
 
 

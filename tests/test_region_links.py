@@ -31,6 +31,7 @@ RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 ZONE_ASSOC = "aws:route53/zoneAssociation:ZoneAssociation"
 RECORD = "aws:route53/record:Record"
 JOIN = "command:remote:Command"
+FAKES = Path(__file__).parent / "fakes"
 
 
 def regional(stack):
@@ -466,3 +467,22 @@ def test_linked_stack_files_are_read_as_the_cli_reads_them(tmp_path):
     _write(tmp_path, "b", "us-west-2", "10.2.0.0/16")
     with pytest.raises(ConfigError, match=r"^stacks/Pulumi.a.yaml: mqtt-cluster:brokers.websocket: must be true or false"):
         check(_global(["a", "b"]), "x", tmp_path)
+
+
+def test_the_linking_actions_are_in_the_linking_stacks_steps_only(tmp_path):
+    from components.rollout import step_script
+
+    node = node_specs(parse({}, stack="dev", source="x", region="eu-central-1"))[1]
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"instances": {}}))
+    env = {"PATH": f"{FAKES / 'day2'}:/usr/bin:/bin", "FAKE_STATE": str(state), "INSTANCE_ID": "i-2", "POLL": "0.05"}
+    for links in (False, True):
+        text = step_script(
+            stack="dev", node=node, node_script="exit 0", region="eu-central-1", transport="ssm", drain_wait=0, links_step=links
+        )
+        proc = subprocess.run(["bash", "-c", text, "step", "stays"], env=env, capture_output=True, text=True, timeout=30)
+        if links:
+            assert proc.returncode == 0 and "stays in the cross-region cluster" in proc.stderr
+        else:
+            assert proc.returncode != 0 and "usage: " in proc.stderr
+    assert "calls" not in json.loads(state.read_text()), "saying that a node stays reaches no host"
