@@ -28,16 +28,20 @@ REQUIRED_OUTPUTS = (
     "broker_security_group_id",
     "node_names",
     "node_addresses",
+    "node_instance_ids",
     "private_zone_id",
     "mqtt_host",
     "cluster_name",
     "cookie_fingerprint",
 )
-"""What every regional stack exports for its peers (README: "Multi-region")."""
-CLUSTER_OUTPUTS = ("deploy_private_key", "ssh_user", "bastion_ip")
-"""Also needed where the linking stack runs commands on a region's hosts."""
-BRIDGE_OUTPUTS = ("bridge_username", "bridge_password")
-"""What the bridges of peer regions log in with (links.mode bridge; the regional auth.bridge_topics)."""
+"""What every regional stack exports for its peers (README: "Multi-region"); the linking stack's
+commands reach a region's hosts by instance id through Systems Manager in its ``region``."""
+SSH_OUTPUTS = ("deploy_private_key", "ssh_user", "bastion_ip")
+"""Also needed for a region whose file says ``access.transport: ssh``: its commands go over SSH
+through its bastion (the regional model refuses ssh without one, naming access.transport)."""
+BRIDGE_OUTPUTS = ("bridge_username", "bridge_password", "bridge_passwords_parameter")
+"""What the bridges of peer regions log in with (links.mode bridge; the regional auth.bridge_topics),
+and the SecureString the region's hosts may read them from."""
 
 
 @dataclass(frozen=True)
@@ -156,12 +160,6 @@ def check(cfg: StackConfig, source: str, stacks_dir: Path | None = None) -> dict
                     f"{r.stack} and {primary.stack} each generate their own Erlang cookie, so they cannot form one cluster; "
                     f"set brokers.cluster_with: {primary.stack} in {r.source}",
                 )
-            if not r.cfg.access.bastion:
-                raise ConfigError(
-                    source,
-                    "mqtt-cluster:access.bastion",
-                    f"{r.stack} has no bastion; the joins into {primary.stack}'s cluster reach its private hosts through one",
-                )
         else:
             if r.cfg.brokers.cluster_with is not None:
                 raise ConfigError(
@@ -176,12 +174,6 @@ def check(cfg: StackConfig, source: str, stacks_dir: Path | None = None) -> dict
                     source,
                     "mqtt-cluster:links.mode",
                     f"bridge mode configures EMQX bridges, and {r.stack} runs {r.cfg.brokers.engine} (use cluster mode)",
-                )
-            if not r.cfg.access.bastion:
-                raise ConfigError(
-                    source,
-                    "mqtt-cluster:access.bastion",
-                    f"{r.stack} has no bastion; the bridge configuration reaches its seed through one",
                 )
             # Peers' bridges log in as the region's bridge user, whose ACL allows its own
             # auth.bridge_topics only: a filter outside them would be refused message by message.

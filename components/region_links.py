@@ -4,11 +4,17 @@ one global hostname.
 Counts come from the regional stacks' files (components/links.py), run-time ids from their stack
 references, so every resource is declared up front (none inside an apply). Every resource names
 its region explicitly (pulumi-aws 7 takes ``region=`` per resource): one provider serves all.
+
+The commands on the regions' hosts (cross-region joins, bridge configuration) run as the regional
+day-2 steps do: a ``local.Command`` runs the step script (templates/rollout.sh.j2, components.rollout)
+on the deploying machine, which reaches the host through Systems Manager Run Command in that host's
+region (each regional stack's ``region`` output) or, where the region's file says ``access.transport:
+ssh``, over SSH through its bastion. So the linking stack deploys from wherever the regional ones
+do: a GitHub-hosted runner with AWS credentials only.
 """
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
@@ -21,16 +27,16 @@ from components import config as c
 from components import firewall, hostfiles
 from components.broker_cluster import CONTAINER
 from components.config import LinksConfig
-from components.links import BRIDGE_OUTPUTS, CLUSTER_OUTPUTS, REQUIRED_OUTPUTS, Region, pairs
-from components.renderers.bridges import Peer, bridge_script, redacted
-from components.renderers.nodes import node_specs, seed
+from components.links import BRIDGE_OUTPUTS, REQUIRED_OUTPUTS, SSH_OUTPUTS, Region, pairs
+from components.renderers.bridges import REDACTED, Peer, bridge_passwords, bridge_script
+from components.renderers.nodes import NodeSpec, node_specs, seed
 from components.renderers.scripts import node_script
+from components.rollout import step_script
 from components.settings import StackConfigError
 
-LEFT_IN_CLUSTER = (
-    "echo 'mqtt-cluster: this node stays in the cross-region cluster; to split its region off, run "
-    "emqx ctl cluster leave on each of its nodes (see README: Multi-region)' >&2"
-)
+LEFT_IN_CLUSTER = "stays"
+"""The delete of a cross-region join: the step script only says that the node stays in the cluster
+(removing the link must not tear a region out of it; README: Multi-region)."""
 
 
 def _is_ip(value: str) -> bool:
@@ -86,15 +92,24 @@ class RegionLinks(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         links, tags = args.links, args.tags
         self.remotes = {s: Remote(r, args.organization, args.source, self) for s, r in args.regions.items()}
-        needed = REQUIRED_OUTPUTS + CLUSTER_OUTPUTS  # both modes run commands on the regions' hosts
-        if links.mode == "bridge":
-            needed += BRIDGE_OUTPUTS  # each region's bridge user, which its peers log in as
+
+        def needed(region: Region) -> tuple[str, ...]:
+            # Both modes run commands on the regions' hosts: through SSM by instance id, or over SSH
+            # through the bastion where the region's file says so.
+            keys = REQUIRED_OUTPUTS + (SSH_OUTPUTS if region.cfg.access.transport == "ssh" else ())
+            if links.mode == "bridge":
+                keys += BRIDGE_OUTPUTS  # each region's bridge user, and where its hosts read the peers' passwords
+            return keys
+
         # Every export a peer relies on is checked, so a stack deployed by an older version fails
         # with one line naming it and the output, whatever this run goes on to use.
-        raw = {s: {k: r.out(k) for k in needed} for s, r in self.remotes.items()}
+        raw = {s: {k: r.out(k) for k in needed(r.region)} for s, r in self.remotes.items()}
         gate = pulumi.Output.all(*[v for outs in raw.values() for v in outs.values()]).apply(lambda _: True)
         if links.mode == "cluster":
             gate = pulumi.Output.all(gate, self._same_cookie(raw, links.primary_stack, args.source)).apply(lambda _: True)
+        # The gate says only "all present": it must not make every value that passes it secret
+        # because a secret export (a bridge password, the deploy key) was among those checked.
+        gate = pulumi.Output.unsecret(gate)
         # Every value a resource takes passes the gate: one missing export or one mismatch, and
         # no link resource is registered at all.
         self.checked = {s: {k: pulumi.Output.all(gate, v).apply(lambda x: x[1]) for k, v in outs.items()} for s, outs in raw.items()}
@@ -173,7 +188,8 @@ class RegionLinks(pulumi.ComponentResource):
                         )
             self.peerings.append(pcx)
 
-        self.commands: list[command.remote.Command] = []
+        self.commands: list[command.local.Command] = []
+        self.parameters: list[aws.ssm.Parameter] = []
         if links.mode == "cluster":
             self._cluster(name, args, network)
         else:
@@ -198,12 +214,55 @@ class RegionLinks(pulumi.ComponentResource):
 
         return pulumi.Output.all(*[raw[s]["cookie_fingerprint"] for s in stacks]).apply(check)
 
-    def _connection(self, remote: Remote, host: pulumi.Input[str]) -> command.remote.ConnectionArgs:
-        out = self.checked[remote.region.stack]
-        key = pulumi.Output.secret(out["deploy_private_key"])
-        user = out["ssh_user"]
-        bastion = command.remote.ProxyConnectionArgs(host=out["bastion_ip"], user=user, private_key=key)
-        return command.remote.ConnectionArgs(host=host, user=user, private_key=key, proxy=bastion, dial_error_limit=60)
+    def _step(
+        self,
+        name: str,
+        remote: Remote,
+        node: NodeSpec,
+        node_script: pulumi.Input[str],
+        opts: pulumi.ResourceOptions,
+        *,
+        create: str,
+        delete: str,
+        environment: dict[str, pulumi.Input[str]] | None = None,
+    ) -> command.local.Command:
+        """A ``local.Command`` running the day-2 step script for ``node`` of ``remote``'s region on the
+        deploying machine: ``create`` (and, on any change, again as the update) and ``delete`` are its
+        actions. The host is reached as the region's own steps reach it (its ``access.transport``):
+        SSM Run Command to its instance id (``node_instance_ids``) in its ``region`` output, or SSH
+        to its address through the bastion with the deploy key, a secret environment value."""
+        region, out = remote.region, self.checked[remote.region.stack]
+        transport = region.cfg.access.transport
+        script = pulumi.Output.from_input(node_script).apply(
+            lambda text: step_script(
+                stack=region.stack,
+                node=node,
+                node_script=text,
+                region=region.region,
+                transport=transport,
+                drain_wait=0,
+                links_step=True,
+            )
+        )
+        env: dict[str, pulumi.Input[str]] = {
+            "INSTANCE_ID": remote_item(out["node_instance_ids"], node.index),
+            "ADDRESS": remote_item(out["node_addresses"], node.index),
+            "REGION": out["region"],
+        }
+        if transport == "ssh":
+            env.update(SSH_USER=out["ssh_user"], BASTION=out["bastion_ip"], SSH_PRIVATE_KEY=pulumi.Output.secret(out["deploy_private_key"]))
+        command_ = command.local.Command(
+            name,
+            interpreter=["/bin/bash", "-c", script, f"mqtt-cluster-{region.stack}-{node.host}"],
+            create=create,
+            update=create,
+            delete=delete,
+            environment={**env, **(environment or {})},
+            logging=command.local.Logging.STDOUT_AND_STDERR,
+            opts=opts,
+        )
+        self.commands.append(command_)
+        return command_
 
     def _cluster(self, name: str, args: RegionLinksArgs, network: list[pulumi.Resource]) -> None:
         """One cluster: node names resolve everywhere, then every core node of every other region
@@ -233,58 +292,97 @@ class RegionLinks(pulumi.ComponentResource):
                     continue  # replicants follow their region's cores by discovery
                 script = node_script(engine, node, primary_seed, container=CONTAINER)
                 hostfiles.put(f"{stack}/{node.host}", "join-primary.sh", script)
-                host = remote_item(self.checked[stack]["node_addresses"], node.index)
-                self.commands.append(
-                    command.remote.Command(
-                        f"{name}-join-{stack}-{node.host}",
-                        connection=self._connection(remote, host),
-                        create="sudo bash -s -- join",
-                        delete=LEFT_IN_CLUSTER,
-                        stdin=script,
-                        logging=command.remote.Logging.STDOUT_AND_STDERR,
-                        opts=pulumi.ResourceOptions(parent=self, depends_on=network),
-                    )
+                # A replaced host (new instance id) joins again; removing the link leaves the node
+                # in the cluster (LEFT_IN_CLUSTER).
+                self._step(
+                    f"{name}-join-{stack}-{node.host}",
+                    remote,
+                    node,
+                    script,
+                    pulumi.ResourceOptions(parent=self, depends_on=network),
+                    create="join",
+                    delete=LEFT_IN_CLUSTER,
                 )
 
     def _bridges(self, name: str, args: RegionLinksArgs) -> None:
-        """Separate clusters; each forwards local publishes on the bridged topics to its peers."""
+        """Separate clusters; each forwards local publishes on the bridged topics to its peers.
+
+        The peers' passwords never travel with the command. Systems Manager keeps a command's
+        parameters, and ListCommands returns them to whoever may list commands (boto/botocore
+        1.43.67 botocore/data/ssm/2014-11-06/service-2.json:1522-1538 ListCommands, :11415-11421
+        Commands, :4416-4419 Command.Parameters; the model marks that map sensitive, :14474-14479,
+        which does not take it out of the answer), and the step script's ``aws ssm send-command``
+        carries them on its command line, visible in ``ps`` on the deploying machine. So the bridge
+        script holds no secret (the peers' hosts, public CAs and usernames only). The passwords go
+        from this stack's secret state into one SecureString per region
+        (``bridge_passwords_parameter``, under the region's own SSM prefix, encrypted with the
+        account's aws/ssm key), which that region's broker role may read (its read policy names
+        it: components/broker_cluster.py; every other host role denies it, as every parameter not
+        its own). The seed reads it with its instance role while it applies the bridges, appends
+        it to the file it loads and removes that file (templates/bridges.sh.j2). A new value (a
+        peer's password rotated) is a new parameter version, which runs ``bridges-apply`` again."""
         peers_of: dict[str, list[str]] = {s: [] for s in self.remotes}
         for a, b in pairs(args.links):
             peers_of[a].append(b)
             peers_of[b].append(a)
+        topics = args.links.bridge_topics
         for stack, remote in self.remotes.items():
-            peer_names = peers_of[stack]
-            peer_values = [
-                pulumi.Output.all(
-                    self.checked[p]["mqtt_host"],
-                    self.remotes[p].ref.get_output("ca_certificate"),
-                    self.checked[p]["bridge_username"],
-                    pulumi.Output.secret(self.checked[p]["bridge_password"]),
-                )
-                for p in peer_names
-            ]
+            out = self.checked[stack]
+            names = peers_of[stack]
+            # Per peer (host, CA, bridge username): public; their passwords: secret.
+            public = pulumi.Output.all(
+                *[
+                    pulumi.Output.all(
+                        self.checked[p]["mqtt_host"], self.remotes[p].ref.get_output("ca_certificate"), self.checked[p]["bridge_username"]
+                    )
+                    for p in names
+                ]
+            )
+            passwords = pulumi.Output.all(*[pulumi.Output.secret(self.checked[p]["bridge_password"]) for p in names])
 
-            def render(values: list[list[Any]], stack: str = stack, peer_names: list[str] = peer_names, hide: bool = False) -> str:
-                peers = [Peer(p, host, ca, user, pw) for p, (host, ca, user, pw) in zip(peer_names, values, strict=True)]
-                return bridge_script(stack, redacted(peers) if hide else peers, args.links.bridge_topics, container=CONTAINER)
+            def peers(values: list[list[Any]], pws: list[str | None], names: list[str] = names) -> list[Peer]:
+                return [Peer(p, host, ca, user, pw) for p, (host, ca, user), pw in zip(names, values, pws, strict=True)]
 
-            everything = pulumi.Output.all(*peer_values)
-            # The peers' passwords travel only in the command's secret stdin; the copy kept for
-            # review (the offline plan's --render) shows REDACTED in their place.
-            script = pulumi.Output.secret(everything.apply(render))
-            hostfiles.put(f"{stack}/seed", "bridges.sh", everything.apply(functools.partial(render, hide=True)))
-            region_seed = seed(node_specs(remote.region.cfg))
-            self.commands.append(
-                command.remote.Command(
-                    f"{name}-bridges-{stack}",
-                    connection=self._connection(remote, remote_item(self.checked[stack]["node_addresses"], region_seed.index)),
-                    create="sudo bash -s -- apply",
-                    update="sudo bash -s -- apply",
-                    delete="sudo bash -s -- disable",
-                    stdin=script,
-                    logging=command.remote.Logging.STDOUT_AND_STDERR,
-                    opts=pulumi.ResourceOptions(parent=self),
+            parameter = aws.ssm.Parameter(
+                f"{name}-bridge-passwords-{stack}",
+                region=out["region"],
+                name=out["bridge_passwords_parameter"],
+                type="SecureString",
+                value=pulumi.Output.secret(
+                    pulumi.Output.all(public, passwords).apply(lambda v, peers=peers: bridge_passwords(peers(v[0], v[1])))
+                ),
+                description=f"mqtt-cluster: the bridge passwords of {stack}'s peers (linking stack {args.stack})",
+                tags=args.tags,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            self.parameters.append(parameter)
+            script = pulumi.Output.all(out["region"], out["bridge_passwords_parameter"], public).apply(
+                lambda v, stack=stack, peers=peers: bridge_script(
+                    stack,
+                    peers(v[2], [None] * len(v[2])),
+                    topics,
+                    container=CONTAINER,
+                    passwords_parameter=v[1],
+                    region=v[0],
                 )
+            )
+            # The copies kept for review (the offline plan's --render): the script as the host gets
+            # it, and the parameter's text with [secret] for each password.
+            hostfiles.put(f"{stack}/seed", "bridges.sh", script)
+            hostfiles.put(
+                f"{stack}/seed",
+                "bridge-passwords.hocon",
+                public.apply(lambda v, peers=peers: bridge_passwords(peers(v, [REDACTED] * len(v)))),
+            )
+            self._step(
+                f"{name}-bridges-{stack}",
+                remote,
+                seed(node_specs(remote.region.cfg)),
+                script,
+                pulumi.ResourceOptions(parent=self, depends_on=[parameter]),
+                create="bridges-apply",
+                delete="bridges-disable",
+                environment={"PASSWORDS_VERSION": parameter.version.apply(lambda v: str(v or ""))},
             )
 
     def _global_name(self, name: str, args: RegionLinksArgs) -> None:

@@ -4,6 +4,8 @@ secret; the linking stack's connector to a peer logs in with the peer's exported
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import stat
 import subprocess
@@ -16,7 +18,7 @@ from pyhocon import ConfigFactory
 from components.config import BRIDGE_USER, ConfigError, filter_covers, parse
 from components.links import BRIDGE_OUTPUTS, check
 from components.renderers import auth as ra
-from components.renderers.bridges import REDACTED, Peer, bridge_hocon, bridge_script, redacted
+from components.renderers.bridges import REDACTED, Peer, bridge_hocon, bridge_passwords, bridge_script, redacted
 from tests.conftest import stack_config
 from tests.test_region_links import _bridge_env
 from tools import mockengine
@@ -32,34 +34,52 @@ def _cfg(auth: dict, **raw):
 # --- the connector ------------------------------------------------------------------------------
 
 
+PARAM = "/mqtt-cluster/a/links/bridge-passwords"
+
+
 def test_the_connector_to_a_peer_logs_in_as_the_peers_bridge_user():
     peers = [Peer("b", "mqtt-b.example.com", PEM, BRIDGE_USER, SENTINEL), Peer("c", "mqtt-c.example.com", None, BRIDGE_USER, "pw-c")]
-    conf = ConfigFactory.parse_string(bridge_hocon("a", peers, ["plant/#"]))
+    public = bridge_hocon("a", peers, ["plant/#"])
+    assert SENTINEL not in public and "password" not in ConfigFactory.parse_string(public)["connectors"]["mqtt"]["to-b"]
+    # What the seed loads: the connectors, then the passwords it appends (their own lines).
+    conf = ConfigFactory.parse_string(public + bridge_passwords(peers))
     b = conf["connectors"]["mqtt"]["to-b"]
     # username / password: emqx/emqx v5.8.6 apps/emqx_bridge_mqtt/src/emqx_bridge_mqtt_connector_schema.erl:123-134
     assert (b["username"], b["password"]) == (BRIDGE_USER, SENTINEL)
+    assert b["server"] == "mqtt-b.example.com:8883" and b["ssl"]["cacertfile"] == PEM, "the connector is merged, not replaced"
     assert conf["connectors"]["mqtt"]["to-c"]["password"] == "pw-c"
     # The loop guard is untouched: bridge client ids keep their prefix, the rule skips them.
     assert b["clientid_prefix"] == "mqtt-bridge-a-"
     assert "regex_match(clientid, '^mqtt-bridge-') = false" in conf["rule_engine"]["rules"]["to_b"]["sql"]
     # The copy kept for review carries the placeholder, never the password.
-    shown = bridge_hocon("a", redacted(peers), ["plant/#"])
+    shown = bridge_passwords(redacted(peers))
     assert SENTINEL not in shown
-    assert ConfigFactory.parse_string(shown)["connectors"]["mqtt"]["to-b"]["password"] == REDACTED
-    # The disabled copies carry no password: conf load --merge keeps the stored one
-    # (emqx/emqx v5.8.6 apps/emqx_conf/src/emqx_conf_cli.erl:472-474, 698-703 deep_merge).
-    script = bridge_script("a", peers, ["plant/#"], container="broker")
-    assert script.count(SENTINEL) == 1
+    assert ConfigFactory.parse_string(public + shown)["connectors"]["mqtt"]["to-b"]["password"] == REDACTED
+    # The script holds no password at all; the disabled copies carry none either: conf load
+    # --merge keeps the stored one (emqx/emqx v5.8.6 apps/emqx_conf/src/emqx_conf_cli.erl:472-474, 698-703 deep_merge).
+    script = bridge_script("a", peers, ["plant/#"], container="broker", passwords_parameter=PARAM, region="eu-central-1")
+    assert SENTINEL not in script and "pw-c" not in script
     disabled = script.split("links-disabled.hocon\" <<'MQTT_CLUSTER_HOCON'\n", 1)[1].split("\nMQTT_CLUSTER_HOCON", 1)[0]
     d = ConfigFactory.parse_string(disabled)["connectors"]["mqtt"]["to-b"]
     assert d["enable"] is False and "password" not in d and d["username"] == BRIDGE_USER
+    # Passwords with nowhere to come from are refused rather than dropped.
+    with pytest.raises(ValueError, match="SSM parameter"):
+        bridge_script("a", peers, ["plant/#"], container="broker")
+
+
+def _host_env(tmp_path: Path, passwords: str | None) -> tuple[dict, Path]:
+    """The seed host: the fake broker CLI, and Parameter Store holding the peers' passwords in eu-central-1."""
+    env, state = _bridge_env(tmp_path, {"parameters": {f"eu-central-1 {PARAM}": passwords} if passwords is not None else {}})
+    env["PATH"] = f"{Path(__file__).parent / 'fakes' / 'paramstore'}:{env['PATH']}"
+    return env, state
 
 
 def test_the_bridge_script_hands_the_password_to_the_broker_and_keeps_no_copy(tmp_path):
+    peers = [Peer("b", "mqtt-b.example.com", PEM, BRIDGE_USER, SENTINEL)]
     script = tmp_path / "bridges.sh"
-    script.write_text(bridge_script("a", [Peer("b", "mqtt-b.example.com", PEM, BRIDGE_USER, SENTINEL)], ["#"], container="broker"))
+    script.write_text(bridge_script("a", peers, ["#"], container="broker", passwords_parameter=PARAM, region="eu-central-1"))
     assert subprocess.run(["shellcheck", "-S", "style", str(script)], capture_output=True).returncode == 0
-    env, state = _bridge_env(tmp_path, {})
+    env, state = _host_env(tmp_path, bridge_passwords(peers))
     bridges = tmp_path / "data" / "bridges"
     for action in ("apply", "disable", "apply"):
         proc = subprocess.run(["bash", str(script), action], env=env, capture_output=True, text=True, timeout=30)
@@ -73,20 +93,27 @@ def test_the_bridge_script_hands_the_password_to_the_broker_and_keeps_no_copy(tm
     st = json.loads(state.read_text())
     loads = st["loads"]
     assert "exec broker emqx ctl conf load --merge /opt/emqx/data/bridges/links.hocon" in st["calls"]
-    # apply: the broker got the credentials; disable: the same connector, off, password untouched.
-    assert f'password = "{SENTINEL}"' in loads[0] and f'username = "{BRIDGE_USER}"' in loads[0]
+    # apply: the broker got the credentials, read with decryption in the host's region; disable:
+    # the same connector, off, password untouched and not read.
+    assert [c for c in st["calls"] if "get-parameter" in c] == [
+        f"aws ssm get-parameter --region eu-central-1 --name {PARAM} --with-decryption"
+    ] * 2
+    b = ConfigFactory.parse_string(loads[0])["connectors"]["mqtt"]["to-b"]
+    assert (b["username"], b["password"], b["server"]) == (BRIDGE_USER, SENTINEL, "mqtt-b.example.com:8883")
     assert SENTINEL not in loads[1] and "enable = false" in loads[1]
     assert st["conf"]["connectors.mqtt.to-b"]["enable"] == "true"
 
 
 def test_a_failed_load_removes_the_file_with_the_password(tmp_path):
+    peers = [Peer("b", "mqtt-b.example.com", None, BRIDGE_USER, SENTINEL)]
     script = tmp_path / "bridges.sh"
-    script.write_text(bridge_script("a", [Peer("b", "mqtt-b.example.com", None, BRIDGE_USER, SENTINEL)], ["#"], container="broker"))
-    env, state = _bridge_env(tmp_path, {})
+    script.write_text(bridge_script("a", peers, ["#"], container="broker", passwords_parameter=PARAM, region="eu-central-1"))
+    env, state = _host_env(tmp_path, bridge_passwords(peers))
     state.write_text(json.dumps({**json.loads(state.read_text()), "conf_load_fails": True}))
     proc = subprocess.run(["bash", str(script), "apply"], env=env, capture_output=True, text=True, timeout=30)
     assert proc.returncode != 0 and "Can't merge the new configurations!" in proc.stderr
     assert SENTINEL not in proc.stderr
+    assert any("get-parameter" in c for c in json.loads(state.read_text())["calls"]), "the file had the password in it"
     assert not (tmp_path / "data" / "bridges" / "links.hocon").exists()
 
 
@@ -231,11 +258,22 @@ def test_the_linking_plan_shows_the_peers_password_only_as_secret(bridged_stacks
     plan = mockengine.run_program("prod-global", config, stack_outputs=outputs)
     everything = [json.dumps(r.inputs) for r in plan.resources] + [json.dumps(plan.outputs)] + list(plan.files.values())
     assert all(SENTINEL not in text for text in everything)
-    commands = {c.name: c.inputs for c in plan.of_type("command:remote:Command")}
-    assert commands["links-bridges-dev"]["stdin"] == commands["links-bridges-edge"]["stdin"] == "[secret]"
-    # The reviewable copy: dev's connector to edge logs in as edge's bridge user.
+    commands = {c.name: c.inputs for c in plan.of_type("command:local:Command")}
+    for stack in ("dev", "edge"):
+        # Neither the script (a command-line argument here, SSM command parameters on the way to
+        # the host) nor the environment carries a password; the SecureString holds them.
+        step = commands[f"links-bridges-{stack}"]["interpreter"][2]
+        assert (
+            SENTINEL not in step
+            and SENTINEL not in gzip.decompress(base64.b64decode(step.split("NODE_SCRIPT_GZ='", 1)[1].split("'", 1)[0])).decode()
+        )
+        assert "[secret]" not in json.dumps(commands[f"links-bridges-{stack}"]["environment"])
+    (param,) = [p for p in plan.of_type("aws:ssm/parameter:Parameter") if p.name == "links-bridge-passwords-dev"]
+    assert param.inputs["value"] == "[secret]" and param.inputs["type"] == "SecureString"
+    # The reviewable copies: dev's connector to edge logs in as edge's bridge user, password [secret].
     shown = plan.files[("dev/seed", "bridges.sh")]
     hocon = shown.split("links.hocon\" <<'MQTT_CLUSTER_HOCON'\n", 1)[1].split("\nMQTT_CLUSTER_HOCON", 1)[0]
+    hocon += "\n" + plan.files[("dev/seed", "bridge-passwords.hocon")]
     to_edge = ConfigFactory.parse_string(hocon)["connectors"]["mqtt"]["to-edge"]
     assert (to_edge["username"], to_edge["password"]) == (BRIDGE_USER, REDACTED)
 

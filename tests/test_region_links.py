@@ -3,10 +3,13 @@ references resolved from the regional stacks' own offline plans)."""
 
 from __future__ import annotations
 
+import base64
 import copy
+import gzip
 import ipaddress
 import itertools
 import json
+import re
 import subprocess
 import sys
 import time
@@ -16,8 +19,8 @@ import pulumi
 import pytest
 
 from components.config import ConfigError, parse
-from components.links import CLUSTER_OUTPUTS, REQUIRED_OUTPUTS, check, load_region, pairs
-from components.renderers.bridges import Peer, bridge_hocon
+from components.links import REQUIRED_OUTPUTS, SSH_OUTPUTS, check, load_region, pairs
+from components.renderers.bridges import Peer, bridge_hocon, bridge_passwords
 from components.renderers.nodes import node_specs, seed
 from components.renderers.scripts import node_script
 from tests.conftest import ROOT, plan_of, stack_config
@@ -30,7 +33,8 @@ ROUTE = "aws:ec2/route:Route"
 RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 ZONE_ASSOC = "aws:route53/zoneAssociation:ZoneAssociation"
 RECORD = "aws:route53/record:Record"
-JOIN = "command:remote:Command"
+JOIN = "command:local:Command"
+PARAMETER = "aws:ssm/parameter:Parameter"
 FAKES = Path(__file__).parent / "fakes"
 
 
@@ -60,7 +64,7 @@ def test_four_regions_across_asia_us_and_europe_with_distinct_cidrs():
 @pytest.mark.parametrize("stack", PROD)
 def test_every_regional_stack_exports_what_peers_need(stack):
     out = plan_of(stack).outputs
-    missing = [k for k in (*REQUIRED_OUTPUTS, *CLUSTER_OUTPUTS) if k not in out]
+    missing = [k for k in (*REQUIRED_OUTPUTS, *SSH_OUTPUTS) if k not in out]
     assert not missing
     assert out["deploy_private_key"] == "[secret]" and out["cookie"] == "[secret]"
     assert out["vpc_cidr"] == regional(stack)[1] and out["region"] == regional(stack)[0]
@@ -161,23 +165,86 @@ def test_private_zones_are_associated_with_every_other_vpc():
     assert pairs_seen == want
 
 
-def test_joins_run_the_shared_script_against_the_primary_seed_after_the_network():
+def _unpacked(step: str) -> str:
+    """The node script a rendered step script carries (NODE_SCRIPT_GZ: gzip, then base64)."""
+    packed = re.search(r"^NODE_SCRIPT_GZ='([A-Za-z0-9+/=]+)'", step, flags=re.M)
+    assert packed, "no node script in the step"
+    return gzip.decompress(base64.b64decode(packed.group(1))).decode()
+
+
+def test_joins_run_the_shared_script_against_the_primary_seed_through_ssm_in_each_nodes_region():
     plan = plan_of("prod-global")
     primary_seed = seed(node_specs(load_region(PROD[0], source="x", key="x").cfg))
     network = {r.urn for r in plan.resources if r.type in (ACCEPT, ROUTE, RULE, ZONE_ASSOC)}
     joins = plan.of_type(JOIN)
+    assert len(joins) == 9 and not plan.of_type("command:remote:Command")
     for j in joins:
         stack = next(s for s in PROD[1:] if f"-join-{s}-" in j.name)
-        host = j.name.rsplit("-", 2)[-2] + "-" + j.name.rsplit("-", 1)[-1]
-        assert j.inputs["stdin"].count(f"SEED='{primary_seed.node_name}'") == 1
-        assert f"SELF='emqx@{host}.{stack}.mqtt.internal'" in j.inputs["stdin"]
-        assert j.inputs["create"] == "sudo bash -s -- join"
-        assert j.inputs["delete"].startswith("echo "), "removing the link must not tear a region out of the cluster"
+        host = j.name.removeprefix(f"links-join-{stack}-")
+        index = int(host.rsplit("-", 1)[1]) - 1
+        outs = plan_of(stack).outputs
+        # The node's own instance in its own region, from the regional stack's outputs; SSM needs
+        # no key, so the command holds none.
+        assert j.inputs["environment"] == {
+            "INSTANCE_ID": outs["node_instance_ids"][index],
+            "ADDRESS": outs["node_addresses"][index],
+            "REGION": outs["region"],
+        }
+        bash, flag, step, name = j.inputs["interpreter"]
+        assert (bash, flag, name) == ("/bin/bash", "-c", f"mqtt-cluster-{stack}-{host}")
+        assert "TRANSPORT=${TRANSPORT:-'ssm'}" in step and f"REGION=${{REGION:-'{outs['region']}'}}" in step
+        script = _unpacked(step)
+        assert script.count(f"SEED='{primary_seed.node_name}'") == 1
+        assert f"SELF='emqx@{host}.{stack}.mqtt.internal'" in script
+        assert (j.inputs["create"], j.inputs["update"]) == ("join", "join")
+        assert j.inputs["delete"] == "stays", "removing the link must not tear a region out of the cluster"
         assert network <= set(j.dependencies)
-        assert j.inputs["connection"] == "[secret]", "the connection carries the region's deploy key"
     node = node_specs(parse({"brokers": {"cluster_with": PROD[0]}}, stack=PROD[1], source="x", region="us-east-1"))[1]
     expected = node_script("emqx", node, primary_seed, container="broker")
-    assert any(j.inputs["stdin"] == expected for j in joins)
+    assert _unpacked(plan.named(f"links-join-{PROD[1]}-emqx-2").inputs["interpreter"][2]) == expected
+
+
+def _edit_stack(tmp_path: Path, stack: str, section: str, values: dict) -> None:
+    """Merge ``values`` into one section of a stack file in the scratch copy (fixture bridged_stacks)."""
+    import yaml
+
+    path = tmp_path / "stacks" / f"Pulumi.{stack}.yaml"
+    doc = yaml.safe_load(path.read_text())
+    key = f"mqtt-cluster:{section}"
+    doc["config"][key] = {**doc["config"].get(key, {}), **values}
+    path.write_text(yaml.safe_dump(doc))
+
+
+def test_a_region_that_chose_ssh_is_reached_through_its_bastion_with_its_key_as_a_secret(bridged_stacks, tmp_path):
+    _edit_stack(tmp_path, "prod-us-east-1", "access", {"transport": "ssh"})
+    config = stack_config("prod-global")
+    config["mqtt-cluster:links"] = json.dumps({"stacks": PROD[:3], "mode": "cluster", "primary": PROD[0]})
+    outs = mockengine.resolve_references(config)
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nSentinel-deploy-key\n-----END OPENSSH PRIVATE KEY-----\n"
+    outs["prod-us-east-1"]["deploy_private_key"] = key  # as a real StackReference would hand it over
+    plan = mockengine.run_program("prod-global", config, stack_outputs=outs)
+    joins = {j.name: j for j in plan.of_type(JOIN)}
+    ssh, east = joins["links-join-prod-us-east-1-emqx-1"], outs["prod-us-east-1"]
+    assert "TRANSPORT=${TRANSPORT:-'ssh'}" in ssh.inputs["interpreter"][2]
+    assert ssh.inputs["environment"] == {
+        "INSTANCE_ID": east["node_instance_ids"][0],
+        "ADDRESS": east["node_addresses"][0],
+        "REGION": "us-east-1",
+        "SSH_USER": east["ssh_user"],
+        "BASTION": east["bastion_ip"],
+        "SSH_PRIVATE_KEY": "[secret]",
+    }
+    assert all("Sentinel-deploy-key" not in json.dumps(r.inputs) for r in plan.resources)
+    ssm = joins["links-join-prod-ap-southeast-1-emqx-1"]
+    assert "TRANSPORT=${TRANSPORT:-'ssm'}" in ssm.inputs["interpreter"][2]
+    assert set(ssm.inputs["environment"]) == {"INSTANCE_ID", "ADDRESS", "REGION"}
+    # A region reached over SSH must export how; one that does not is refused naming the output.
+    del outs["prod-us-east-1"]["bastion_ip"]
+    with pytest.raises(pulumi.RunError, match=r"links.stacks: prod-us-east-1 has no output 'bastion_ip'"):
+        mockengine.run_program("prod-global", config, stack_outputs=outs)
+    del outs["prod-ap-southeast-1"]["bastion_ip"]  # not needed through SSM
+    outs["prod-us-east-1"]["bastion_ip"] = "203.0.113.9"
+    mockengine.run_program("prod-global", config, stack_outputs=outs)
 
 
 def test_latency_records_with_health_checks_over_each_regional_endpoint():
@@ -205,22 +272,47 @@ def test_latency_records_with_health_checks_over_each_regional_endpoint():
         assert len(valid.inputs["validationRecordFqdns"]) == 2
 
 
-def test_bridge_mode_peers_without_opening_cluster_ports_and_loads_bridges_on_each_seed(program, bridged_stacks):
+def _bridge_config(stacks: list[str], **links) -> dict[str, str]:
+    config = stack_config("prod-global")
+    config["mqtt-cluster:links"] = json.dumps({"stacks": stacks, "mode": "bridge", **links})
+    return config
+
+
+def test_bridge_mode_peers_without_opening_cluster_ports_and_loads_bridges_on_each_seed(bridged_stacks):
     bridged_stacks("dev", ["plant/#", "alerts/#"])
     bridged_stacks("edge", ["#"])
-    plan = program("prod-global", links={"stacks": ["dev", "edge"], "mode": "bridge", "bridge_topics": ["plant/#", "alerts/+"]})
+    config = _bridge_config(["dev", "edge"], bridge_topics=["plant/#", "alerts/+"])
+    outs = mockengine.resolve_references(config)
+    plan = mockengine.run_program("prod-global", config, stack_outputs=outs)
     assert len(plan.of_type(PCX)) == 1 and len(plan.of_type(ROUTE)) == 3 + 2  # dev: 3 tables, edge: 2
     assert plan.of_type(RULE) == [] and plan.of_type(ZONE_ASSOC) == []
     bridges = {c.name: c for c in plan.of_type(JOIN)}
     assert sorted(bridges) == ["links-bridges-dev", "links-bridges-edge"]
-    dev = bridges["links-bridges-dev"].inputs
-    assert dev["create"] == "sudo bash -s -- apply" and dev["delete"] == "sudo bash -s -- disable"
-    assert dev["stdin"] == "[secret]"  # it carries edge's bridge password
+    params = {p.name: p for p in plan.of_type(PARAMETER)}
+    for stack in ("dev", "edge"):
+        cmd, out = bridges[f"links-bridges-{stack}"], outs[stack]
+        assert (cmd.inputs["create"], cmd.inputs["update"], cmd.inputs["delete"]) == ("bridges-apply", "bridges-apply", "bridges-disable")
+        # The region's seed, by instance id, in the region's own Systems Manager.
+        assert cmd.inputs["environment"] == {
+            "INSTANCE_ID": out["node_instance_ids"][0],
+            "ADDRESS": out["node_addresses"][0],
+            "REGION": out["region"],
+            "PASSWORDS_VERSION": "1",  # a new version of the passwords runs apply again
+        }
+        # The peers' passwords: one SecureString in the region, where its hosts may read them.
+        param = params[f"links-bridge-passwords-{stack}"]
+        assert param.inputs["region"] == out["region"] and param.inputs["type"] == "SecureString"
+        assert param.inputs["name"] == out["bridge_passwords_parameter"] == f"/mqtt-cluster/{stack}/links/bridge-passwords"
+        assert param.inputs["value"] == "[secret]"
+        assert param.urn in cmd.dependencies, "the passwords are in place before the bridges load"
+        step = cmd.inputs["interpreter"][2]
+        assert _unpacked(step) == plan.files[(f"{stack}/seed", "bridges.sh")]
     # dev bridges to edge's public TLS endpoint, trusting edge's certificate chain.
     script = plan.files[("dev/seed", "bridges.sh")]
     assert '"mqtt.edge.example.com:8883"' in script
     assert 'SELECT * FROM \\"plant/#\\", \\"alerts/+\\"' in script
     assert '"mqtt.example.com' not in script
+    assert "PASSWORDS='/mqtt-cluster/dev/links/bridge-passwords'" in script and f"REGION='{outs['dev']['region']}'" in script
 
 
 def test_hub_mesh_peers_every_region_with_the_primary_only():
@@ -281,14 +373,14 @@ def test_the_bridge_script_loads_and_verifies_through_the_fake_cli(tmp_path):
 # --- validation: one line naming both stacks and the key --------------------------------------------
 
 
-def _write(d: Path, name: str, region: str, cidr: str, auth: dict | None = None, **brokers) -> None:
+def _write(d: Path, name: str, region: str, cidr: str, auth: dict | None = None, access: dict | None = None, **brokers) -> None:
     b = {"count": 3, **brokers}
     doc = {
         "config": {
             "aws:region": region,
             "mqtt-cluster:network": {"cidr": cidr},
             "mqtt-cluster:brokers": b,
-            "mqtt-cluster:access": {"admin_cidrs": ["198.51.100.0/24"], "bastion": True},
+            "mqtt-cluster:access": access if access is not None else {"admin_cidrs": ["198.51.100.0/24"], "bastion": True},
             **({"mqtt-cluster:auth": auth} if auth else {}),
         }
     }
@@ -333,6 +425,21 @@ def test_vernemq_version_and_cookie_mismatches_in_cluster_mode(tmp_path):
     _write(tmp_path, "a", "eu-west-1", "10.1.0.0/16", auth={"bridge_topics": ["#"]})
     _write(tmp_path, "own", "us-west-2", "10.4.0.0/16", auth={"bridge_topics": ["#"]})
     assert set(check(_global(["a", "own"], mode="bridge"), "x", tmp_path)) == {"a", "own"}
+
+
+@pytest.mark.parametrize("mode", ["cluster", "bridge"])
+def test_regions_reached_through_ssm_need_no_bastion_and_ssh_without_one_is_refused_naming_the_key(tmp_path, mode):
+    auth = {"bridge_topics": ["#"]}
+    _write(tmp_path, "a", "eu-west-1", "10.1.0.0/16", auth, access={})
+    _write(tmp_path, "b", "us-west-2", "10.2.0.0/16", auth, access={"transport": "ssm"}, cluster_with="a" if mode == "cluster" else None)
+    assert set(check(_global(["a", "b"], mode=mode), "x", tmp_path)) == {"a", "b"}
+    # ssh reaches private hosts only through the bastion: refused as the regional stack refuses it.
+    _write(tmp_path, "b", "us-west-2", "10.2.0.0/16", auth, access={"transport": "ssh"})
+    with pytest.raises(ConfigError) as e:
+        check(_global(["a", "b"], mode=mode), "stacks/Pulumi.g.yaml", tmp_path)
+    assert str(e.value).startswith(
+        "stacks/Pulumi.b.yaml: mqtt-cluster:access.transport: ssh reaches the private broker hosts only through the bastion"
+    )
 
 
 def test_vernemq_regions_cannot_form_one_cross_region_cluster(tmp_path):
@@ -408,6 +515,130 @@ def _bridge_env(tmp_path: Path, state: dict, **extra) -> tuple[dict, Path]:
         **extra,
     }
     return env, state_file
+
+
+def _run(cmd, action: str, state: Path, **machine: str) -> subprocess.CompletedProcess:
+    """Run a linking-stack command as pulumi-command runs it: its interpreter with the action
+    appended, its environment over the deploying machine's (pulumi/pulumi-command v1.2.1
+    provider/pkg/provider/local/commandOutputs.go:39-51, :81-86). The machine has the fakes on
+    PATH: Systems Manager (tests/fakes/day2/aws, which runs the command on the fake host at once),
+    Parameter Store as the hosts read it (tests/fakes/paramstore/aws) and the brokers (tests/fakes/docker)."""
+    env = {
+        "PATH": f"{FAKES / 'paramstore'}:{FAKES / 'day2'}:{FAKES}:/usr/bin:/bin",
+        "FAKE_STATE": str(state),
+        "POLL": "0.05",
+        "AGENT_WAIT": "2",
+        "STEP_WAIT": "30",
+        **machine,
+        **cmd.inputs["environment"],
+    }
+    return subprocess.run([*cmd.inputs["interpreter"], action], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_a_cross_region_join_runs_through_ssm_on_its_instance_in_its_region_and_the_node_joins_the_primary(tmp_path):
+    plan = plan_of("prod-global")
+    cmd = plan.named("links-join-prod-ap-east-1-emqx-2")
+    out = plan_of("prod-ap-east-1").outputs
+    iid, node = out["node_instance_ids"][1], out["node_names"][1]
+    primary = plan_of("prod-eu-central-1").outputs["node_names"]
+    state = tmp_path / "state.json"
+    state.write_text(
+        json.dumps({"self": node, "seed": primary[0], "members": primary, "containers": {"c-hk-2": node}, "instances": {iid: "c-hk-2"}})
+    )
+    step = tmp_path / "step.sh"
+    step.write_text(cmd.inputs["interpreter"][2])
+    assert subprocess.run(["shellcheck", str(step)], capture_output=True).returncode == 0
+    proc = _run(cmd, cmd.inputs["create"], state)
+    assert proc.returncode == 0, proc.stderr
+    st = json.loads(state.read_text())
+    sends = [c for c in st["calls"] if c.startswith("aws ssm ")]
+    assert sends and all("--region ap-east-1 " in c and f" {iid} " in c for c in sends), sends
+    assert f"exec c-hk-2 emqx ctl cluster join {primary[0]}" in st["calls"]
+    assert node in st["members"] and set(primary) <= set(st["members"])
+    # Removing the link (the delete) leaves the node in the cluster and touches no host.
+    proc = _run(cmd, cmd.inputs["delete"], state)
+    assert proc.returncode == 0 and "stays in the cross-region cluster" in proc.stderr
+    assert json.loads(state.read_text())["calls"] == st["calls"]
+
+
+def _bridged_plan(bridged_stacks):
+    bridged_stacks("dev", ["#"])
+    bridged_stacks("edge", ["#"])
+    config = _bridge_config(["dev", "edge"])
+    outs = mockengine.resolve_references(config)
+    return mockengine.run_program("prod-global", config, stack_outputs=outs), outs
+
+
+def _seed_state(tmp_path: Path, out: dict, passwords: str | None, **extra) -> Path:
+    """dev's seed as the fake host behind its instance id; the passwords the linking stack wrote
+    into dev's region (the plan shows them as [secret] only)."""
+    state = tmp_path / "state.json"
+    params = {f"{out['region']} {out['bridge_passwords_parameter']}": passwords} if passwords is not None else {}
+    state.write_text(
+        json.dumps(
+            {
+                "self": out["node_names"][0],
+                "seed": out["node_names"][0],
+                "members": out["node_names"],
+                "containers": {"c-dev-1": out["node_names"][0]},
+                "instances": {out["node_instance_ids"][0]: "c-dev-1"},
+                "data_dir": str(tmp_path / "data"),
+                "parameters": params,
+                **extra,
+            }
+        )
+    )
+    return state
+
+
+def test_a_bridge_apply_runs_through_ssm_on_the_seed_which_reads_its_peers_passwords_in_its_region(bridged_stacks, tmp_path):
+    from pyhocon import ConfigFactory
+
+    plan, outs = _bridged_plan(bridged_stacks)
+    cmd, out, edge = plan.named("links-bridges-dev"), outs["dev"], outs["edge"]
+    sentinel = "Sentinel-edge-bridge-pw-0xC0FFEE"
+    passwords = bridge_passwords([Peer("edge", edge["mqtt_host"], None, edge["bridge_username"], sentinel)])
+    state = _seed_state(tmp_path, out, passwords)
+    bridges = tmp_path / "data" / "bridges"
+    proc = _run(cmd, cmd.inputs["create"], state, BRIDGE_DIR=str(bridges))
+    assert proc.returncode == 0, proc.stderr
+    st = json.loads(state.read_text())
+    iid, region, name = out["node_instance_ids"][0], out["region"], out["bridge_passwords_parameter"]
+    sends = [c for c in st["calls"] if c.startswith("aws ssm send-command")]
+    assert len(sends) == 1 and f"--region {region} " in sends[0] and f"--instance-ids {iid} " in sends[0]
+    # On the host: the passwords from dev's own region, decrypted with the host's role.
+    assert f"aws ssm get-parameter --region {region} --name {name} --with-decryption" in st["calls"]
+    assert "exec c-dev-1 emqx ctl conf load --merge /opt/emqx/data/bridges/links.hocon" in st["calls"]
+    conf = ConfigFactory.parse_string(st["loads"][0])
+    to_edge = conf["connectors"]["mqtt"]["to-edge"]
+    assert (to_edge["server"], to_edge["username"], to_edge["password"]) == (f"{edge['mqtt_host']}:8883", "mqtt-bridge", sentinel)
+    assert to_edge["ssl"]["verify"] == "verify_peer" and st["conf"]["rule_engine.rules.to_edge"]["enable"] == "true"
+    # The password reached the broker and nothing else: not the command, its output, the calls, the disk.
+    assert not (bridges / "links.hocon").exists()
+    assert all(sentinel not in f.read_text() for f in bridges.iterdir())
+    assert sentinel not in proc.stdout + proc.stderr + cmd.inputs["interpreter"][2] + _unpacked(cmd.inputs["interpreter"][2])
+    assert sentinel not in json.dumps({k: v for k, v in st.items() if k not in ("parameters", "loads")})
+    # The delete loads the same bridges disabled, without reading the passwords.
+    proc = _run(cmd, cmd.inputs["delete"], state, BRIDGE_DIR=str(bridges))
+    assert proc.returncode == 0, proc.stderr
+    st2 = json.loads(state.read_text())
+    assert [c for c in st2["calls"] if "get-parameter" in c] == [c for c in st["calls"] if "get-parameter" in c]
+    assert st2["conf"]["connectors.mqtt.to-edge"]["enable"] == "false" and sentinel not in st2["loads"][-1]
+
+
+@pytest.mark.parametrize("problem", ["missing", "denied"])
+def test_a_bridge_apply_whose_passwords_cannot_be_read_loads_nothing_and_names_the_parameter(bridged_stacks, tmp_path, problem):
+    plan, outs = _bridged_plan(bridged_stacks)
+    cmd, out = plan.named("links-bridges-dev"), outs["dev"]
+    key = f"{out['region']} {out['bridge_passwords_parameter']}"
+    state = _seed_state(tmp_path, out, None if problem == "missing" else "x", denied_parameters=[key] if problem == "denied" else [])
+    proc = _run(cmd, cmd.inputs["create"], state, BRIDGE_DIR=str(tmp_path / "data" / "bridges"))
+    assert proc.returncode != 0
+    assert f"could not be read from {out['bridge_passwords_parameter']} in {out['region']}" in proc.stderr
+    assert ("ParameterNotFound" if problem == "missing" else "AccessDeniedException") in proc.stderr
+    assert "the bridges were not loaded" in proc.stderr
+    st = json.loads(state.read_text())
+    assert "loads" not in st and not (tmp_path / "data" / "bridges" / "links.hocon").exists()
 
 
 def test_the_bridges_of_a_removed_peer_are_disabled_and_the_others_kept(tmp_path):

@@ -62,7 +62,7 @@ def registered(tmp_path_factory) -> set[str]:
 def test_the_table_holds_every_registered_custom_type_and_no_other(registered):
     assert sorted(registered - FACTS.keys()) == [], "registered without replacement facts"
     assert sorted(FACTS.keys() - registered) == [], "facts for a type no stack registers"
-    assert len(registered) >= 57
+    assert len(registered) >= 56
 
 
 def _args_class(token: str) -> type:
@@ -197,12 +197,12 @@ def test_a_root_volume_grows_in_place_but_its_encryption_replaces_the_host(tmp_p
 
 def test_commands_replace_on_their_triggers_only():
     base = plan_of("prod-global")
-    join = next(r for r in base.resources if r.type == "command:remote:Command")
-    # A new connection (another host, say; the plan shows it as a secret) re-runs the command in
-    # place (CMD remote/command.go:46).
-    assert join.inputs["connection"] == mockengine.SECRET
-    (row,) = update_view.actions(base, _changed(base, join.name, connection={"host": "10.99.0.1"}))
-    assert (row["name"], row["action"]) == (join.name, "update")
+    join = next(r for r in base.resources if r.type == "command:local:Command" and "-join-" in r.name)
+    # Another host (a replaced node's new instance id) re-runs the command in place: the update
+    # command, else create (CMD local/commandController.go:79-83).
+    env = {**join.inputs["environment"], "INSTANCE_ID": "i-0replaced000000000"}
+    (row,) = update_view.actions(base, _changed(base, join.name, environment=env))
+    assert (row["name"], row["action"], row["inputs"]) == (join.name, "update", ["environment"])
     # triggers: replaceOnChanges, from the SDK's own resource option.
     assert join.options["replaceOnChanges"] == ["triggers[*]"]
     (row,) = update_view.actions(base, _changed(base, join.name, triggers=["another"]))

@@ -269,6 +269,8 @@ class ProgramMocks(pmocks.Mocks):
             state["certRequestPem"] = "-----BEGIN CERTIFICATE REQUEST-----\nOFFLINE\n-----END CERTIFICATE REQUEST-----\n"
         elif t.startswith("command:"):
             state.update(stdout="", stderr="")
+        elif t == "aws:ssm/parameter:Parameter":
+            state["version"] = 1  # a new parameter's first version
         elif t == "docker:index/remoteImage:RemoteImage":
             digest = _short_hash(rid, n=64)
             state.update(imageId=f"sha256:{digest}", repoDigest=f"{inputs.get('name', name).split(':')[0]}@sha256:{digest}")

@@ -241,12 +241,11 @@ FACTS: dict[str, Facts] = {
     "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": _regional("securityGroupId"),
     # --- pulumi-command: CMD --------------------------------------------------------------------
     # common/inputs.go:10 tags triggers replaceOnChanges, which the SDK sends as the resource option
-    # replaceOnChanges ["triggers[*]"] (pulumi_command 1.2.1 local/command.py:807,
-    # remote/command.py:455) and the engine applies whether or not an update command is given
-    # (pulumi/pulumi v3.259.0 pkg/resource/deploy/step_generator.go:3122-3175). Every other input,
-    # connection included (remote/command.go:46), updates: the update command runs, else create.
+    # replaceOnChanges ["triggers[*]"] (pulumi_command 1.2.1 local/command.py:807) and the engine
+    # applies whether or not an update command is given (pulumi/pulumi v3.259.0
+    # pkg/resource/deploy/step_generator.go:3122-3175). Every other input (interpreter, environment
+    # …) updates: the update command runs, else create (local/commandController.go:79-83).
     "command:local:Command": _facts("triggers"),
-    "command:remote:Command": _facts("triggers"),
     # --- Docker: KW, resource_docker_*.go: input :ForceNew line; `name` auto-named (P-DOCKER
     # resources.go:404; the image's :130 has a field of its own) -----------------------------------
     # container: name :54, readOnly :69, image :145, hostname :152, domainname :160, command :167,

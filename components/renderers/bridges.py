@@ -22,7 +22,7 @@ CONTAINER_DIR = "/opt/emqx/data/bridges"
 NAME_PREFIX = "to-"
 """Connector and action names: NAME_PREFIX + the peer's stack."""
 REDACTED = "[secret]"
-"""Stands for a peer's password in the copy of the script kept for review (``--render``)."""
+"""Stands for a peer's password in the copy of the passwords kept for review (``--render``)."""
 PASSWORDS_LEAF = "links/bridge-passwords"
 """Under a regional stack's SSM prefix: the SecureString the linking stack writes with the passwords
 of that region's peers, which the region's broker hosts may read (components/broker_cluster.py)."""
@@ -79,20 +79,42 @@ def redacted(peers: list[Peer]) -> list[Peer]:
     return [replace(p, password=REDACTED) if p.password is not None else p for p in peers]
 
 
-def bridge_script(self_stack: str, peers: list[Peer], topics: list[str], container: str) -> str:
-    """``bash -s -- apply|disable`` on a region's seed host.
+def bridge_passwords(peers: list[Peer]) -> str:
+    """The peers' passwords as HOCON path keys, one line per peer that has one.
 
-    With the peers' passwords the text is a secret (the linking stack hands it over as the
-    command's secret stdin); only the file loaded by ``apply`` carries them, and only during the
-    load. The disabled copies leave passwords out: ``conf load --merge`` deep-merges into the
-    stored connector and keeps its password (emqx/emqx v5.8.6 apps/emqx_conf/src/emqx_conf_cli.erl:472-474, 698-703).
+    The host appends this text to the connectors the bridge script writes: objects under the same
+    key merge and dotted keys expand into nested objects that merge too (emqx/hocon 0.43.4, the
+    version emqx/emqx v5.8.6 rebar.config:101 pins: test/hocon_tests.erl:441-444 ``foo.x=…,
+    foo.y=…``, :603-609 ``a={x:1},a={y:2}``), so each connector gets its ``password`` (the key of
+    emqx/emqx v5.8.6 apps/emqx_bridge_mqtt/src/emqx_bridge_mqtt_connector_schema.erl:130-135)."""
+    return "".join(f"connectors.mqtt.{p.name}.password = {json.dumps(p.password)}\n" for p in peers if p.password is not None)
+
+
+def bridge_script(
+    self_stack: str,
+    peers: list[Peer],
+    topics: list[str],
+    container: str,
+    *,
+    passwords_parameter: str | None = None,
+    region: str | None = None,
+) -> str:
+    """``bash bridges.sh apply|disable`` on a region's seed host. The text holds no secret: a
+    peer's password, where ``peers`` carry one, is left out of it; ``apply`` reads the passwords
+    (``bridge_passwords``) on the host from the SecureString ``passwords_parameter`` in ``region``
+    with the host's instance role and hands them to the broker in the file it loads, removed once
+    loaded. The disabled copies carry no password: ``conf load --merge`` deep-merges into the
+    stored connector and keeps its password (emqx/emqx v5.8.6
+    apps/emqx_conf/src/emqx_conf_cli.erl:472-474, 698-703).
     """
+    if any(p.password is not None for p in peers) and not (passwords_parameter and region):
+        raise ValueError("peers with passwords need the SSM parameter (and its region) the host reads them from")
     bare = [replace(p, password=None) for p in peers]
     return render(
         "bridges.sh.j2",
         self_stack=self_stack,
-        peers=peers,
-        hocon=bridge_hocon(self_stack, peers, topics),
+        peers=bare,
+        hocon=bridge_hocon(self_stack, bare, topics),
         disable_hocon=bridge_hocon(self_stack, bare, topics, enable=False),
         stale_hocon=bridge_hocon(self_stack, [], topics, stale=True),
         exec_prefix=f"docker exec {container}",
@@ -100,4 +122,6 @@ def bridge_script(self_stack: str, peers: list[Peer], topics: list[str], contain
         name_prefix=NAME_PREFIX,
         describe=DESCRIBE,
         cli_timeout=CLI_TIMEOUT,
+        passwords_parameter=passwords_parameter or "",
+        region=region or "",
     )
