@@ -37,7 +37,7 @@ import pulumi_command as command
 from components.renderers import render
 from components.renderers.nodes import NodeSpec
 from components.renderers.proxy import ADMIN_SOCKET, DRAINED_FILE
-from components.renderers.scripts import HEALTH_WAIT, node_script_bound
+from components.renderers.scripts import node_script_bound
 
 STEP_WAIT = node_script_bound() + 60
 """Seconds one command on a host may take: the node script's longest run (a join: the local broker,
@@ -48,6 +48,11 @@ DELIVERY_WAIT = 60
 """Seconds Systems Manager may take to hand a command to the host's agent; a command not started by
 then never runs (SendCommand TimeoutSeconds, 30-2592000: boto/botocore 1.43.67
 botocore/data/ssm/2014-11-06/service-2.json:16406-16410, :17550-17554)."""
+LB_WAIT = 600
+"""Seconds the load balancer may take past the deregistration delay to finish a deregistration, or
+to report a registered broker healthy: what botocore's own waiters allow (15 s x 40 attempts:
+botocore 1.43.67 botocore/data/elbv2/2015-12-01/waiters-2.json:63-98 TargetInService, TargetDeregistered;
+botocore/data/elb/2012-06-01/waiters-2.json:4-51 InstanceDeregistered, InstanceInService)."""
 AGENT_WAIT = 900
 """Seconds a new host's SSM agent may take to register (boot, packages, docker)."""
 LEAVE_REACH_WAIT = 60
@@ -94,7 +99,7 @@ def step_script(
         drain_wait=drain_wait,
         step_wait=STEP_WAIT,
         delivery_wait=DELIVERY_WAIT,
-        health_wait=HEALTH_WAIT,
+        lb_wait=LB_WAIT,
         agent_wait=AGENT_WAIT,
         leave_reach_wait=LEAVE_REACH_WAIT,
         lock_wait=LOCK_WAIT,

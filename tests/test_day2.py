@@ -75,6 +75,7 @@ def _step(
         "AGENT_WAIT": "1",
         "LEAVE_REACH_WAIT": "1",
         "STEP_WAIT": "20",
+        "LB_WAIT": "5",
         **env,
     }
     return subprocess.Popen(
@@ -293,6 +294,75 @@ def test_the_execution_timeout_covers_the_longest_node_script_and_the_document_a
     assert STEP_WAIT >= node_script_bound()
     # SendCommand TimeoutSeconds: 30..2592000 (ssm service-2.json :17550-17554)
     assert 30 <= DELIVERY_WAIT <= 2592000
+
+
+# --- the load balancer as it really answers -----------------------------------------------------------
+def _restart_after_deregistered(state: Path, iid: str = "i-2", container: str = "c2") -> tuple[bool, list[str]]:
+    """Did the restart come only after the load balancer reported the node deregistered?"""
+    calls = _calls(state)
+    restart = calls.index(f"restart {container}")
+    seen = [
+        c for c in calls[:restart] if c.startswith(("aws elbv2 describe-target-health", "aws elb describe-instance-health")) and iid in c
+    ]
+    return bool(seen) and seen[-1].endswith(("-> unused", "-> OutOfService")), calls
+
+
+def test_a_drain_lasting_the_whole_deregistration_delay_is_waited_for(tmp_path):
+    # An NLB target stays draining until the deregistration delay has expired
+    # (elbv2 service-2.json TargetHealth.Reason, Target.DeregistrationInProgress) and a little more.
+    nodes, _ = _cluster("emqx")
+    state = _state(tmp_path, nodes, deregistration_delay=1.0, deregistration_lag=0.6)
+    p = _step("emqx", 1, "apply", state, tmp_path, DRAIN_WAIT="1")
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    ok, calls = _restart_after_deregistered(state)
+    assert ok, calls
+
+
+@pytest.mark.parametrize(
+    "quirk",
+    [
+        {"stale_polls": 2},  # the describe right after the deregistration still shows "healthy"
+        {"drain_state": "unhealthy.draining"},  # elbv2 TargetHealthStateEnum (service-2.json :4681-4692)
+        {"flaky": {"elbv2 describe-target-health": 2}},  # a throttled describe is no answer
+    ],
+    ids=["stale", "unhealthy.draining", "throttled"],
+)
+def test_the_restart_waits_until_the_target_group_reports_the_target_unused(tmp_path, quirk):
+    nodes, _ = _cluster("emqx")
+    state = _state(tmp_path, nodes, deregistration_delay=0.5, **quirk)
+    p = _step("emqx", 1, "apply", state, tmp_path)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    ok, calls = _restart_after_deregistered(state)
+    assert ok, calls
+
+
+def test_a_classic_elb_rollout_restarts_after_deregistration_and_waits_for_in_service(tmp_path):
+    nodes, _ = _cluster("emqx")
+    state = _state(tmp_path, nodes, deregistration_delay=1.0, deregistration_lag=0.5, registration_polls=2)
+    p = _step("emqx", 1, "apply", state, tmp_path, TARGET_GROUPS="", ELB_NAME="mqtt-dev", DRAIN_WAIT="1")
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    ok, calls = _restart_after_deregistered(state)
+    assert ok, calls
+    after = calls[calls.index("restart c2") :]
+    register = next(i for i, c in enumerate(after) if c.startswith("aws elb register-instances-with-load-balancer"))
+    health = [c for c in after[register:] if c.startswith("aws elb describe-instance-health")]
+    assert health[-1].endswith("-> InService") and any(c.endswith("-> OutOfService") for c in health), calls
+
+
+@pytest.mark.parametrize("front", ["nlb", "elb"])
+def test_a_leave_of_a_terminated_instance_is_not_held_up_by_the_load_balancer(tmp_path, front):
+    # A target that is no instance any more: InvalidTarget / InvalidInstance, which botocore's own
+    # waiters take as deregistered (elbv2 waiters-2.json TargetDeregistered, elb InstanceDeregistered).
+    nodes, _ = _cluster("emqx")
+    state = _state(tmp_path, nodes, unreachable=["i-3"], terminated=["i-3"], down=[nodes[2].node_name])
+    env = {"TARGET_GROUPS": "", "ELB_NAME": "mqtt-dev"} if front == "elb" else {}
+    p = _step("emqx", 2, "leave", state, tmp_path, **env)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert "removed through i-1" in err
 
 
 # --- the update view: what `pulumi up` does to a running stack ---------------------------------
