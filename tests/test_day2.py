@@ -365,6 +365,22 @@ def test_a_leave_of_a_terminated_instance_is_not_held_up_by_the_load_balancer(tm
     assert "removed through i-1" in err
 
 
+def test_the_readme_lists_every_aws_action_the_day2_steps_call():
+    # IAM actions are the service's prefix and the API operation: ssm, elasticloadbalancing
+    # (botocore 1.43.67 service-2.json metadata endpointPrefix of ssm, elbv2, elb).
+    root = Path(__file__).parent.parent
+    steps = (root / "components/templates/rollout.sh.j2").read_text()
+    calls = set(re.findall(r"\bawsq? (ssm|elbv2|elb) ([a-z-]+)", steps))
+    assert {("ssm", "send-command"), ("elbv2", "describe-target-health"), ("elb", "describe-instance-health")} <= calls
+    readme = (root / "README.md").read_text()
+    section = readme.split("**Permissions of the deploying machine", 1)[1].split("\n\n", 1)[0]
+    for service, op in sorted(calls):
+        action = "".join(w.capitalize() for w in op.split("-"))
+        prefix = "ssm" if service == "ssm" else "elasticloadbalancing"
+        assert f"`{prefix}:{action}`" in section or f"`{action}`" in section, (service, op)
+        assert f"`{prefix}:" in section
+
+
 # --- the update view: what `pulumi up` does to a running stack ---------------------------------
 HOST_TYPES = {"aws:ec2/instance:Instance", "aws:ebs/volume:Volume", "aws:ec2/volumeAttachment:VolumeAttachment"}
 
