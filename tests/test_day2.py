@@ -282,6 +282,15 @@ def test_a_host_script_exiting_194_fails_the_step_and_never_reboots_the_host(tmp
     assert not any(c.startswith("reboot ") for c in _calls(state)), _calls(state)
 
 
+def test_a_deploying_user_with_cli_auto_prompt_on_still_gets_an_unattended_step(tmp_path):
+    # `cli_auto_prompt = on` in ~/.aws/config (or AWS_CLI_AUTO_PROMPT) makes every aws call prompt.
+    nodes, _ = _cluster("emqx")
+    state = _state(tmp_path, nodes)
+    p = _step("emqx", 1, "join", state, tmp_path, AWS_CLI_AUTO_PROMPT="on")
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+
+
 def test_the_execution_timeout_covers_the_longest_node_script_and_the_document_accepts_it():
     from components.renderers.scripts import node_script_bound
     from components.rollout import DELIVERY_WAIT, STEP_WAIT
