@@ -18,7 +18,7 @@ from components.observability import Observability, ObservabilityArgs
 from components.region_links import RegionLinks, RegionLinksArgs
 from components.renderers.nodes import seed
 from components.renderers.observability import Watched, broker_instance_type
-from components.rollout import ClusterOps, ClusterOpsArgs, OpsTarget
+from components.rollout import ClusterOps, ClusterOpsArgs, HostAccess, OpsTarget
 from components.secrets import ClusterSecrets, ClusterSecretsArgs, LocalSecrets, fingerprint
 from components.security_groups import SecurityGroups, SecurityGroupsArgs
 from components.tls_certs import TlsMaterial, TlsMaterialArgs
@@ -124,6 +124,15 @@ if cfg.role == "regional":
             param_prefix=param_prefix,
             account_id=account_id,
             tags=tags,
+            # The proxy hosts' gates reach them as the day-2 steps reach the brokers.
+            access=HostAccess(
+                stack=cfg.stack,
+                region=region_name,
+                transport=cfg.access.transport,
+                ssh_user=cfg.access.ssh_user,
+                private_key=deploy_key.private_key if cfg.access.transport == "ssh" else None,
+                bastion_host=bastion.public_ip if bastion else None,
+            ),
             telemetry=obs.hooks("proxies"),
             passthrough_ca=broker_tls.ca_cert_pem if broker_tls else None,
         ),

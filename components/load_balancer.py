@@ -32,6 +32,7 @@ from components.renderers.proxy import (
     upstream_checker,
     upstream_checker_unit,
 )
+from components.rollout import HostAccess, proxy_gate
 from components.secrets import generated, secure_parameters
 from components.tls_certs import TlsMaterial, TlsMaterialArgs
 
@@ -78,6 +79,8 @@ class LoadBalancerArgs:
     param_prefix: str
     account_id: str
     tags: dict[str, str]
+    access: HostAccess
+    """How the deploying machine reaches a proxy host for its gate (access.transport)."""
     telemetry: Any = None
     """components.observability.HostHooks for proxy hosts: the monitoring agent and the role's policy."""
     passthrough_ca: pulumi.Input[str] | None = None
@@ -374,7 +377,24 @@ class LoadBalancer(pulumi.ComponentResource):
     def _proxies(self, kind: str) -> None:
         """Two or more proxy hosts, each with an Elastic IP. keepalived's VRRP needs multicast and
         gratuitous ARP, which a VPC does not carry, so failover is DNS: health-checked multivalue
-        records over the EIPs when the stack has a domain, else clients get the list of EIPs."""
+        records over the EIPs when the stack has a domain, else clients get the list of EIPs.
+
+        A change of the proxies' user-data (instance type -> maxconn, the broker list, keepalive,
+        TLS ...) replaces them, one host at a time, each in service before the next is touched:
+
+          instance i -> gate i (proxy-ready: cloud-init done, proxy active, 8883 open)
+                     -> EIP association i -> instance i+1 -> ...
+
+        Pulumi replaces create-before-delete: it creates the new instance, moves on to what depends
+        on it, and deletes every replaced resource only after all creates and updates
+        (pulumi/pulumi v3.259.0 pkg/resource/deploy/step_generator.go:2157-2163; deletes are
+        generated in GenerateDeletes, :2418, after the program's last registration,
+        deployment_executor.go:328-332, :486). A dependent is registered only once its dependencies'
+        steps have finished (source_eval.go:2945-2950 answers RegisterResource when the step is done;
+        the SDK awaits depends_on URNs first), so instance i+1 is created only after EIP i sits on a
+        serving proxy i. The old hosts are deleted at the end; a failed gate stops the update before
+        any delete, leaving the EIP on the old host. The chain is as long as the proxy count (2-3):
+        the only depth it adds to the deploy graph."""
         cfg, a, n, lb = self._cfg, self._args, self._name, self._cfg.load_balancer
         region = cfg.region or ""
         eips = [
@@ -416,6 +436,7 @@ class LoadBalancer(pulumi.ComponentResource):
             extra[f"/etc/systemd/system/{CHECKER_UNIT}"] = upstream_checker_unit(settings, conf_path)
         packages = ["nginx", "nginx-mod-stream"] if kind == "nginx" else ["haproxy"]
         azs = len(a.public_subnet_ids)
+        previous: list[pulumi.Resource] = []
         for i in range(lb.proxies):
             host = f"{kind}-{i + 1}"
             user_data = cloud_init.plain_host_user_data(
@@ -444,16 +465,57 @@ class LoadBalancer(pulumi.ComponentResource):
                 vpc_security_group_ids=[a.security_group_id],
                 iam_instance_profile=profile.name,
                 key_name=a.key_name,
-                associate_public_ip_address=False,  # the Elastic IP is its public face
+                # A public IPv4 of its own while it boots: a public subnet reaches the internet only
+                # with one (packages, SSM Run Command for its gate, the TLS pair from SSM), and the
+                # Elastic IP moves to it only once it serves. Associating the EIP releases this
+                # address ("When you associate an Elastic IP address with an instance ..., the
+                # instance's public IPv4 address (if it had one) is released": EC2 User Guide,
+                # elastic-ip-addresses-eip.html, "Elastic IP address basics"). The provider reads the
+                # attribute back as "the primary interface has a public address" and forces a new
+                # instance on a change of it (hashicorp/terraform-provider-aws 5c58e0c2
+                # internal/service/ec2/ec2_instance.go:82-87, ForceNew): with an EIP attached that is
+                # true, so true is also the value that a refresh leaves unchanged.
+                associate_public_ip_address=True,
                 metadata_options=IMDSV2,
                 root_block_device=root_volume(16),
                 user_data_base64=cloud_init.packed(user_data),
                 user_data_replace_on_change=True,
                 tags={**a.tags, "Name": host, "Role": "proxy"},
-                opts=pulumi.ResourceOptions(parent=self, ignore_changes=ami_changes(cfg, host)),
+                # The previous proxy host serves on its Elastic IP before this one is created or replaced.
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=ami_changes(cfg, host), depends_on=previous),
             )
             self.proxy_instances.append((host, inst))
-            aws.ec2.EipAssociation(f"{n}-{host}-eip-assoc", allocation_id=eips[i].allocation_id, instance_id=inst.id, opts=self._child)
+            gate = proxy_gate(
+                f"{n}-{host}-ready",
+                host=host,
+                kind=kind,
+                instance_id=inst.id,
+                address=inst.private_ip,
+                access=a.access,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[inst]),
+            )
+            # A new instance id forces a new association (instance_id ForceNew: hashicorp/
+            # terraform-provider-aws 01c08000 internal/service/ec2/ec2_eip_association.go:40-45),
+            # created before the old one is deleted. AssociateAddress moves an EIP that is associated
+            # elsewhere ("it is disassociated from that instance and associated with the specified
+            # instance"; AllowReassociation: "Reassociation is automatic": boto/botocore 1.43.11
+            # botocore/data/ec2/2016-11-15/service-2.json AssociateAddress), so clients of this EIP
+            # reach the new host at once, and EC2 gives the move a new association id. Deleting the
+            # old association at the end of the update then disassociates nothing: DisassociateAddress
+            # of the stale id answers InvalidAssociationID.NotFound, which the provider takes as done
+            # (ec2_eip_association.go:188-192). So no delete_before_replace (that would take the
+            # address off the old host before the new one has it), and no allow_reassociation: it is
+            # ForceNew (:35-39) and setting it would re-create every association of a running stack.
+            assoc = aws.ec2.EipAssociation(
+                f"{n}-{host}-eip-assoc",
+                allocation_id=eips[i].allocation_id,
+                instance_id=inst.id,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[gate]),
+            )
+            previous = [assoc]
+            # A broker's rollout step drains it on every proxy host: only on hosts that serve.
+            for waits in self.drain_resources.values():
+                waits.append(gate)
             if lb.domain and lb.hosted_zone_id:
                 check = aws.route53.HealthCheck(
                     f"{n}-{host}-health",

@@ -4,11 +4,32 @@ Nothing here is AWS: a private Docker network, one container and one named data 
 node (restart=always, so a crashed or rebooted broker comes back and rejoins with its data), a
 proxy container rendered by the same functions as the AWS proxy hosts, and joins made by the
 same script the EC2 hosts run, through ``docker exec`` instead of SSH.
+
+A new image or configuration replaces the broker containers one at a time, each on its own data
+volume: Docker cannot change a container's image or environment, so pulumi-docker replaces it, and
+deletes the old one first (pulumi/pulumi-docker 237b789 provider/resources.go:112-114
+``DeleteBeforeReplace``: two containers cannot share the name, address and data directory). Each
+broker container depends on a gate and on the previous node's container; the engine registers a
+resource only once its dependencies are done (the SDK awaits their URNs: pulumi/pulumi v3.259.0
+sdk/python/lib/pulumi/runtime/resource.py:190-195, rpc.py:336; the URN resolves when the engine answers the
+registration, resource.py:1223), so the order is
+
+    gate-1 (the cluster is whole) → emqx-1 replaced and healthy → gate-2 → emqx-2 … → emqx-N
+
+``wait`` makes the create return only when Docker reports the container healthy
+(kreuzwerker/terraform-provider-docker v4.5.0 internal/provider/resource_docker_container_funcs.go:590-622),
+and each gate runs the nodes' health gate (a running member, no stopped node) before its node goes.
+Nothing that reads a broker container's outputs forces a replacement of its own, so a replacement
+deletes nothing else first (step_generator.go:2044-2069, :3270-3287): the join re-checks its
+membership as an update (pulumi/pulumi-command v1.2.1 provider/pkg/provider/common/inputs.go:10 —
+only ``triggers`` replaces), and never runs its leave for a replacement.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +60,17 @@ DATA_DIRS = {"emqx": "/opt/emqx/data", "vernemq": "/vernemq/data"}
 EMQX_HEALTH_COMMAND = "timeout 8 /opt/emqx/bin/emqx ctl status | grep -q 'is started'"
 HEALTH = {"emqx": ["CMD-SHELL", EMQX_HEALTH_COMMAND], "vernemq": ["CMD", "vernemq", "ping"]}
 STATUS_PORT = {"emqx": c.DASHBOARD_PORT, "vernemq": c.VERNEMQ_HTTP_PORT}
+START_WAIT = 300
+"""Seconds a (re)created broker container may take to report healthy before the deploy stops."""
+ROLE_LABEL = "mqtt-cluster.role"
+"""broker | proxy | monitoring: ``docker ps --filter label=mqtt-cluster.role=broker``."""
+GATE_CREATED = "echo 'created: the node starts on this configuration'"
+
+
+def fingerprint(*parts: pulumi.Input) -> pulumi.Output[str]:
+    """A digest of everything a container is created from: it changes exactly when the container
+    is recreated. Secret when any part is."""
+    return pulumi.Output.all(*parts).apply(lambda v: hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest())
 
 
 def container_name(cfg: StackConfig, host: str) -> str:
@@ -108,6 +140,7 @@ class LocalCluster(pulumi.ComponentResource):
         cfg, local = args.cfg, args.cfg.local_settings
         engine = cfg.brokers.engine
         self.nodes = node_specs(cfg)
+        self.scripts: dict[str, str] = {}
         first = seed(self.nodes)
         proxy_ip, node_ip, dynamic_range = addresses(cfg, self.nodes)
         labels = [docker.ContainerLabelArgs(label=f"mqtt-cluster.{k.lower()}", value=v) for k, v in cfg.base_tags.items()]
@@ -131,7 +164,10 @@ class LocalCluster(pulumi.ComponentResource):
         image = args.image
         if image is None:
             image = docker.RemoteImage(f"{name}-broker-image", name=cfg.brokers.effective_image, keep_locally=True, opts=child).image_id
+        env = {"DOCKER_HOST": args.docker_host} if args.docker_host else {}
         self.brokers = []
+        self.gates: list[command.local.Command] = []
+        previous: docker.Container | None = None
         for node in self.nodes:
             volume = docker.Volume(
                 f"{name}-{node.host}-data",
@@ -139,8 +175,8 @@ class LocalCluster(pulumi.ComponentResource):
                 labels=[docker.VolumeLabelArgs(label=la.label, value=la.value) for la in labels],
                 opts=pulumi.ResourceOptions(parent=self, retain_on_delete=False),
             )
-            env = br.broker_env(cfg, node, first)
-            envs: list[pulumi.Input[str]] = [f"{k}={v}" for k, v in sorted(env.items())]
+            env_plain = br.broker_env(cfg, node, first)
+            envs: list[pulumi.Input[str]] = [f"{k}={v}" for k, v in sorted(env_plain.items())]
             envs += [
                 pulumi.Output.concat(var, "=", secret_values[leaf]) for var, leaf in sorted(secret_env.items()) if leaf in secret_values
             ]
@@ -149,12 +185,44 @@ class LocalCluster(pulumi.ComponentResource):
                 conf = br.emqx_hocon(cfg, node, core_names)
                 hostfiles.put(node.host, "emqx.conf", conf)
                 uploads.append(docker.ContainerUploadArgs(file="/opt/emqx/etc/emqx.conf", content=conf, permissions="0644"))
-            hostfiles.put(node.host, "broker.env", br.env_file(env))
+            hostfiles.put(node.host, "broker.env", br.env_file(env_plain))
             if args.users_file is not None:
                 uploads += auth.local_uploads(cfg, args.users_file)
             ports = []
             if node.index == first.index:
                 ports.append(docker.ContainerPortArgs(internal=STATUS_PORT[engine], external=local.dashboard_port, ip=local.bind))
+            script = node_script(
+                engine,
+                node,
+                first,
+                container=container_name(cfg, node.host),
+                seed_container=container_name(cfg, first.host),  # the same Docker engine reaches the seed
+                local_wait=START_WAIT,
+                join_wait=START_WAIT,
+            )
+            hostfiles.put(node.host, "mqtt-cluster-node.sh", script)
+            # The gate before this node goes: it runs (an update) when the container is about to be
+            # recreated, after the previous node is back; a failed gate stops the deploy here.
+            gate = command.local.Command(
+                f"{name}-gate-{node.host}",
+                create=GATE_CREATED,
+                update="bash -s -- health",
+                stdin=script,
+                environment={
+                    **env,
+                    "CONTAINER_INPUTS": fingerprint(
+                        image,
+                        envs,
+                        [[u.file, u.content, u.permissions] for u in uploads],
+                        br.broker_command(cfg),
+                        [[p.internal, p.external, p.ip] for p in ports],
+                        [node.fqdn, node_ip[node.index], [[la.label, la.value] for la in labels]],
+                    ),
+                },
+                logging=command.local.Logging.STDOUT_AND_STDERR,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[previous] if previous else None),
+            )
+            self.gates.append(gate)
             container = docker.Container(
                 f"{name}-{node.host}",
                 name=container_name(cfg, node.host),
@@ -175,12 +243,17 @@ class LocalCluster(pulumi.ComponentResource):
                 healthcheck=docker.ContainerHealthcheckArgs(
                     tests=HEALTH[engine], interval="10s", timeout="10s", start_period="60s", retries=3
                 ),
-                labels=labels,
+                # Created (and recreated) only once Docker reports it healthy: the next node waits.
+                wait=True,
+                wait_timeout=START_WAIT,
+                labels=[*labels, docker.ContainerLabelArgs(label=ROLE_LABEL, value="broker")],
                 # Stop gracefully: the broker hands its sessions over before the container goes.
                 destroy_grace_seconds=60,
-                opts=child,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[gate, *([previous] if previous else [])]),
             )
             self.brokers.append(container)
+            self.scripts[node.host] = script
+            previous = container
 
         # The proxy: the AWS proxy renderer with container paths; TLS on 8883, plain 1883 locally.
         kind = local.proxy
@@ -215,7 +288,7 @@ class LocalCluster(pulumi.ComponentResource):
             ports=[docker.ContainerPortArgs(internal=i, external=e, ip=local.bind) for i, e in published],
             uploads=[docker.ContainerUploadArgs(file=conf_path, content=conf_text, permissions="0644"), *tls_files],
             ulimits=[docker.ContainerUlimitArgs(name="nofile", soft=65_536, hard=65_536)],
-            labels=labels,
+            labels=[*labels, docker.ContainerLabelArgs(label=ROLE_LABEL, value="proxy")],
             # nginx resolves the broker names once, at start: they must exist by then.
             opts=pulumi.ResourceOptions(parent=self, depends_on=self.brokers),
         )
@@ -223,32 +296,21 @@ class LocalCluster(pulumi.ComponentResource):
         # Prometheus and Grafana over the brokers (components/observability.py).
         self.monitoring = local_monitoring(self, name, cfg, network.name, self.nodes, self.brokers, labels)
 
-        # Joins: the EC2 hosts' script, through `docker exec`, one command per non-seed node.
-        env = {"DOCKER_HOST": args.docker_host} if args.docker_host else None
+        # Joins: the EC2 hosts' script, through `docker exec`, one command per non-seed node. A
+        # recreated container (same data volume, so still a member) only re-checks membership: the
+        # container id is an environment value, an update; a join is replaced only with its volume.
         self.joins = []
         for node, container in zip(self.nodes, self.brokers, strict=True):
             if node.index == first.index:
                 continue
-            script = node_script(
-                engine,
-                node,
-                first,
-                container=container_name(cfg, node.host),
-                seed_container=container_name(cfg, first.host),  # the same Docker engine reaches the seed
-                local_wait=300,
-                join_wait=300,
-            )
-            hostfiles.put(node.host, "mqtt-cluster-node.sh", script)
             self.joins.append(
                 command.local.Command(
                     f"{name}-join-{node.host}",
                     create="bash -s -- join",
                     delete="bash -s -- leave",
-                    stdin=script,
-                    # The leave acts only on the container this command joined, not on a replacement
-                    # that took its name (the old command's delete runs after the new one's create).
-                    environment={**(env or {}), "BROKER_ID": container.id},
-                    triggers=[container.id],  # a recreated container joins again
+                    stdin=self.scripts[node.host],
+                    # The leave acts only on the container this command last saw join.
+                    environment={**env, "BROKER_ID": container.id},
                     logging=command.local.Logging.STDOUT_AND_STDERR,
                     opts=pulumi.ResourceOptions(parent=self, depends_on=[self.brokers[first.index], container]),
                 )

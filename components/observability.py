@@ -219,12 +219,13 @@ def local_monitoring(
     import pulumi_docker as docker
 
     from components import hostfiles
-    from components.local_cluster import container_name
+    from components.local_cluster import ROLE_LABEL, container_name
 
     obs, local = cfg.observability, cfg.local_settings
     if not obs.dashboard:
         return None
     child = pulumi.ResourceOptions(parent=parent)
+    labels = [*labels, docker.ContainerLabelArgs(label=ROLE_LABEL, value="monitoring")]
     prom_conf = ro.local_prometheus_config(cfg, nodes)
     datasources = ro.grafana_datasources("http://prometheus:9090")
     provider = ro.grafana_dashboard_provider()

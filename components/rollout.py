@@ -17,6 +17,10 @@ ssm``, the default: only AWS credentials, no inbound port) or SSH through the ba
   restart on the new configuration, gate (running member, no stopped node), undrain and wait
   healthy.
 
+Each nginx/haproxy proxy host has a gate (``proxy_gate``, built by components.load_balancer): the
+same script's ``proxy-ready`` action waits, bounded, until a new proxy host serves, before its
+Elastic IP moves to it and before the next proxy host is replaced.
+
 Steps never depend on each other, so the initial deploy stays as deep for 9 nodes as for 3; they
 take a lock on the deploying machine and each gates on a healthy cluster first, so no step takes a
 broker out while another is out, and a failed gate stops the rollout: the next node's gate fails.
@@ -34,9 +38,10 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_command as command
 
+from components.config import MQTTS_PORT
 from components.renderers import render
 from components.renderers.nodes import NodeSpec
-from components.renderers.proxy import ADMIN_SOCKET, DRAINED_FILE
+from components.renderers.proxy import ADMIN_SOCKET, CHECKER_UNIT, DRAINED_FILE
 from components.renderers.scripts import node_script_bound
 
 STEP_WAIT = node_script_bound() + 60
@@ -64,6 +69,13 @@ LOCK_WAIT = 3600
 PROXY_WAIT = 60
 """Seconds a proxy host may take to take a broker out (nginx: the checker's next round and a
 reload) or to have it back up (haproxy/the checker: ``rise`` passing checks)."""
+
+
+READY_WAIT = 600
+"""Seconds a new proxy host may take, once the deploying machine reaches it, to finish cloud-init
+(packages, the TLS pair from SSM, the proxy's start) and accept connections on 8883."""
+PROXY_UNITS = {"nginx": ("nginx.service", CHECKER_UNIT), "haproxy": ("haproxy.service",)}
+"""What must be active on a proxy host before it takes its Elastic IP (nginx: and its upstream checker)."""
 
 
 def _packed(text: str) -> str:
@@ -103,6 +115,79 @@ def step_script(
         agent_wait=AGENT_WAIT,
         leave_reach_wait=LEAVE_REACH_WAIT,
         lock_wait=LOCK_WAIT,
+        proxy_gate=False,
+    )
+
+
+def proxy_ready_script(kind: str) -> str:
+    """The check a proxy gate runs on its host: cloud-init done, the proxy units active, 8883 open."""
+    return render("proxy-ready.sh.j2", kind=kind, units=list(PROXY_UNITS[kind]), port=MQTTS_PORT, ready_wait=READY_WAIT)
+
+
+def gate_script(*, stack: str, host: str, kind: str, region: str, transport: str) -> str:
+    """rollout.sh.j2 with the ``proxy-ready`` action, whose node script is ``proxy_ready_script``:
+    the same transport (SSM Run Command or SSH through the bastion) as every day-2 step."""
+    return render(
+        "rollout.sh.j2",
+        proxy_script_gz="",
+        proxy_server="",
+        proxy_host="",
+        stack=stack,
+        node_name=host,
+        region=region,
+        transport=transport,
+        node_script_gz=_packed(proxy_ready_script(kind)),
+        drain_wait=0,
+        step_wait=STEP_WAIT,
+        delivery_wait=DELIVERY_WAIT,
+        lb_wait=LB_WAIT,
+        agent_wait=AGENT_WAIT,
+        leave_reach_wait=LEAVE_REACH_WAIT,
+        lock_wait=LOCK_WAIT,
+        proxy_gate=True,
+    )
+
+
+@dataclass
+class HostAccess:
+    """How the deploying machine reaches a host: ``access.transport`` and, for ssh, the bastion."""
+
+    stack: str
+    region: str
+    transport: str
+    ssh_user: str = "ec2-user"
+    private_key: pulumi.Input[str] | None = None
+    bastion_host: pulumi.Input[str] | None = None
+
+
+def proxy_gate(
+    name: str,
+    *,
+    host: str,
+    kind: str,
+    instance_id: pulumi.Input[str],
+    address: pulumi.Input[str],
+    access: HostAccess,
+    opts: pulumi.ResourceOptions,
+) -> command.local.Command:
+    """A local.Command whose create waits until the proxy host ``instance_id`` serves and fails the
+    deploy, naming the host, when it does not in time. ``triggers`` holds the instance id and a
+    change of it replaces the command (replaceOnChanges: pulumi/pulumi-command v1.2.1
+    provider/pkg/provider/common/inputs.go:10), so a replaced host gets a new gate run; another
+    change of its inputs runs ``create`` again as the update (no ``update`` given:
+    provider/pkg/provider/local/commandController.go:79-83), which a serving host passes at once."""
+    env: dict[str, pulumi.Input[str]] = {"INSTANCE_ID": instance_id, "ADDRESS": address}
+    if access.transport == "ssh":
+        env.update(SSH_USER=access.ssh_user, BASTION=access.bastion_host or "", SSH_PRIVATE_KEY=access.private_key or "")
+    script = gate_script(stack=access.stack, host=host, kind=kind, region=access.region, transport=access.transport)
+    return command.local.Command(
+        name,
+        interpreter=["/bin/bash", "-c", script, f"mqtt-cluster-{host}"],
+        create="proxy-ready",
+        triggers=[instance_id],
+        environment=env,
+        logging=command.local.Logging.STDOUT_AND_STDERR,
+        opts=opts,
     )
 
 

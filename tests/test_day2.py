@@ -382,7 +382,7 @@ def test_the_readme_lists_every_aws_action_the_day2_steps_call():
     calls = set(re.findall(r"\bawsq? (ssm|elbv2|elb) ([a-z-]+)", steps))
     assert {("ssm", "send-command"), ("elbv2", "describe-target-health"), ("elb", "describe-instance-health")} <= calls
     readme = (root / "README.md").read_text()
-    section = readme.split("**Permissions of the deploying machine", 1)[1].split("\n\n", 1)[0]
+    section = readme.split("**What the deploying machine may do**", 1)[1].split("\n\n**", 1)[0]
     for service, op in sorted(calls):
         action = "".join(w.capitalize() for w in op.split("-"))
         prefix = "ssm" if service == "ssm" else "elasticloadbalancing"
@@ -486,21 +486,83 @@ def test_user_data_is_identity_and_bootstrap_and_the_start_parameter_carries_the
         assert f"NAME='/mqtt-cluster/{stack}/nodes/{host}/start'" in user_data
 
 
-def test_local_version_bump_replaces_the_containers_and_keeps_their_data_volumes(tmp_path):
-    import yaml
+LOCAL_VARIANTS = {
+    "emqx": ({}, {"version": "5.8.7"}),
+    "vernemq": ({"engine": "vernemq", "accept_eula": True}, {"version": "2.1.2"}),
+}
 
-    from tools import mockengine
 
-    doc = mockengine.read_stack_file(mockengine.stack_file("local"))
-    doc["config"]["mqtt-cluster:brokers"] = {**doc["config"]["mqtt-cluster:brokers"], "version": "5.8.7"}
-    head = tmp_path / "local.yaml"
-    head.write_text(yaml.safe_dump(doc))
-    rows = _view("local", None, head)
+@pytest.mark.parametrize("engine", sorted(LOCAL_VARIANTS))
+def test_local_version_bump_restarts_one_container_at_a_time_on_its_data_volume(tmp_path, engine, capsys):
+    """Docker cannot change a container's image: each broker container is replaced (deleted first),
+    in a chain gate-1 → node-1 healthy → gate-2 → node-2 …, and no join runs its leave."""
+    from tools import mockengine, update_view
+
+    common, bump = LOCAL_VARIANTS[engine]
+    base_path = _stack_variant(tmp_path, "base", "local", **common)
+    head_path = _stack_variant(tmp_path, "head", "local", **common, **bump)
+    base, head = mockengine.plan_stack("local", base_path), mockengine.plan_stack("local", head_path)
+    rows = update_view.actions(base, head)
     acted = {r["name"]: r["action"] for r in rows}
-    assert acted["local-broker-image"] == "replace"
-    assert [acted.get(f"local-emqx-{i}") for i in (1, 2, 3)] == ["replace"] * 3, "a new image is a new container"
+    brokers = [f"local-{engine}-{i}" for i in (1, 2, 3)]
+    assert [acted.get(b) for b in brokers] == ["replace"] * 3, "a new image is a new container"
     assert not [r for r in rows if r["type"] == "docker:index/volume:Volume"], "the data volumes stay"
-    assert "local-proxy" not in acted, "an ordering edge alone changes nothing"
+    assert "local-proxy" not in acted and "local-prometheus" not in acted, "an ordering edge alone changes nothing"
+    # Joins re-check membership (an update); none is replaced, so no leave runs for a restart.
+    assert {n: a for n, a in acted.items() if "-join-" in n} == {f"local-join-{engine}-2": "update", f"local-join-{engine}-3": "update"}
+    assert update_view.deleted_first(rows, base) == []
+    # Every gate runs (its update is the health gate), and no two brokers are out at once.
+    assert [acted.get(f"local-gate-{engine}-{i}") for i in (1, 2, 3)] == ["update"] * 3
+    assert [d["name"] for d in update_view.disruptions(rows, head)] == brokers
+    assert update_view.concurrent_disruptions(rows, head) == []
+    assert update_view.main(["local", "--base-config", str(base_path), "--head-config", str(head_path)]) == 0
+    assert f"out of service while it runs, one after another: {', '.join(brokers)}" in capsys.readouterr().out
+    # The chain itself: node i waits for its gate and node i-1; gate i waits for node i-1.
+    by = {r.name: r for r in head.resources}
+    for i, b in enumerate(brokers):
+        c, gate = by[b], by[f"local-gate-{engine}-{i + 1}"]
+        explicit = {u.split("::")[-1] for u in c.options["dependsOn"]}
+        assert explicit == {gate.name, *([brokers[i - 1]] if i else [])}
+        assert {u.split("::")[-1] for u in gate.options.get("dependsOn", [])} == ({brokers[i - 1]} if i else set())
+        assert c.inputs["wait"] is True and c.inputs["waitTimeout"] >= 60, "created only once healthy"
+        assert (
+            gate.inputs["update"] == "bash -s -- health"
+            and gate.inputs["stdin"] == head.files[(b.split("-", 1)[1], "mqtt-cluster-node.sh")]
+        )
+
+
+def test_the_update_view_finds_what_the_engine_would_delete_first_and_what_goes_down_together(tmp_path, monkeypatch, capsys):
+    """The checks themselves, on a synthetic old shape (joins replaced with their container, no
+    chain): what the previous local stack did on a version bump."""
+    from tools import mockengine, update_view
+
+    base = mockengine.plan_stack("local", None)
+    head = mockengine.plan_stack("local", _stack_variant(tmp_path, "head", "local", version="5.8.7"))
+    by = {r.name: r for r in base.resources}
+    for name in ("local-join-emqx-2", "local-join-emqx-3"):  # triggers on the container id
+        own = by[name.replace("join-", "")]
+        by[name].property_dependencies["triggers"] = [own.urn]
+    for r in head.resources:  # no chain, no gates
+        if r.name.startswith("local-emqx-"):
+            r.dependencies = [d for d in r.dependencies if "emqx-" not in d.split("::")[-1] and "-gate-" not in d]
+    rows = update_view.actions(base, head)
+    assert [(d["name"], d["before"]) for d in update_view.deleted_first(rows, base)] == [
+        ("local-join-emqx-2", "local-emqx-2"),
+        ("local-join-emqx-3", "local-emqx-3"),
+    ]
+    assert update_view.concurrent_disruptions(rows, head) == [
+        ("local-emqx-1", "local-emqx-2"),
+        ("local-emqx-1", "local-emqx-3"),
+        ("local-emqx-2", "local-emqx-3"),
+    ]
+
+    # The command line says so and exits 3.
+    plans = iter([base, head])
+    monkeypatch.setattr(mockengine, "plan_stack", lambda stack, path: next(plans))
+    assert update_view.main(["local", "--head-config", "x.yaml"]) == 3
+    out = capsys.readouterr().out
+    assert "!! local-join-emqx-2 is deleted before local-emqx-2 is replaced (reads environment, triggers)" in out
+    assert "!! local-emqx-1 and local-emqx-2 could be out of service at the same time" in out
 
 
 def test_retain_data_on_scale_in_forgets_the_removed_volumes_instead_of_deleting_them(tmp_path):

@@ -140,7 +140,11 @@ def test_joins_run_the_shared_script_through_docker_exec_and_wait_only_for_the_s
         assert normalise(expected) == normalise(aws)
         own, seed_c = containers[f"local-{node.host}"], containers[f"local-{first.host}"]
         assert set(j.dependencies) == {own.urn, seed_c.urn}
-        assert j.inputs["triggers"] == [own.id]
+        # A recreated container (same volume, still a member) makes the join re-check as an update:
+        # the container id is in the environment, never in triggers (a replacement would run the
+        # old command's leave).
+        assert j.inputs["environment"]["BROKER_ID"] == own.id and "triggers" not in j.inputs
+        assert j.property_dependencies == {"environment": [own.urn]}
 
 
 def test_the_local_join_script_joins_through_the_named_container(tmp_path):
@@ -308,3 +312,26 @@ def test_dockerfiles_pass_hadolint_and_the_baked_config_parses():
     for f in files:
         text = f.read_text()
         assert "HEALTHCHECK" in text and re.search(r"^USER \d+:\d+$", text, flags=re.M), f
+
+
+@pytest.mark.parametrize("down", [[], ["emqx@emqx-3.local.mqtt.internal"]])
+def test_the_gate_before_a_local_node_is_recreated_runs_the_health_gate_through_docker(tmp_path, down):
+    """The gate's update as the plan ships it, against the fake Docker CLI: a whole cluster passes;
+    a stopped node stops the deploy before node 2's container goes, naming the stopped node."""
+    plan = plan_of("local")
+    gate = next(r for r in plan.of_type(LOCAL_CMD) if r.name == "local-gate-emqx-2")
+    members = [f"emqx@emqx-{i}.local.mqtt.internal" for i in (1, 2, 3)]
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"self": members[1], "seed": members[0], "members": members, "down": down}))
+    env = {**os.environ, "PATH": f"{FAKES}:{os.environ['PATH']}", "FAKE_STATE": str(state), "RETRY_EVERY": "0.1", "HEALTH_WAIT": "1"}
+    argv = gate.inputs["update"].split()
+    proc = subprocess.run(argv, input=gate.inputs["stdin"], env=env, capture_output=True, text=True, timeout=30)
+    calls = json.loads(state.read_text())["calls"]
+    assert calls and all(c.startswith("exec mqtt-cluster-local-emqx-2 ") for c in calls), calls
+    if down:
+        assert proc.returncode == 1
+        assert "health gate failed" in proc.stderr and "stopped nodes in the cluster: emqx@emqx-3.local.mqtt.internal" in proc.stderr
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert "healthy: running member, no stopped nodes" in proc.stderr
+    assert not any(c.split()[2:3] in (["stop"], ["restart"]) for c in calls), "a gate only looks"

@@ -55,6 +55,9 @@ class Resource:
     """Resource options as the engine receives them, non-empty ones only."""
     id: str = ""
     """The mock's physical id (not part of the JSON contract; tests match references with it)."""
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
+    """Input name -> URNs its value came from (the engine's PropertyDependencies; not in the JSON
+    contract: ``dependencies`` holds their union with the explicit ones)."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -376,8 +379,9 @@ class RecordingMonitor(pmocks.MockMonitor):
         self.urns.add(urn)
         response = super().RegisterResource(request)
         deps = set(request.dependencies)
-        for pd in request.propertyDependencies.values():
-            deps.update(pd.urns)
+        prop_deps = {key: sorted(pd.urns) for key, pd in request.propertyDependencies.items() if pd.urns}
+        for urns in prop_deps.values():
+            deps.update(urns)
         inputs = wire_to_plain(json_format.MessageToDict(request.object)) if request.object else {}
         provider = request.provider.split("::")[0] if request.provider else None
         explicit = self.depends_on.by_key.get((request.parent, request.type, request.name), [])
@@ -393,6 +397,7 @@ class RecordingMonitor(pmocks.MockMonitor):
                 dependencies=sorted(deps),
                 options=_options(request, explicit),
                 id=response.id,
+                property_dependencies=prop_deps,
             )
         )
         return response
