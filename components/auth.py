@@ -31,12 +31,6 @@ botocore/data/ssm/2014-11-06/service-2.json:15282-15285, PutParameter Value); In
 takes the advanced tier when the value needs it."""
 
 
-def users_file_size(cfg: StackConfig, names: list[str]) -> int:
-    """The credential file's size for these usernames: salts and hashes have fixed lengths, so the
-    passwords do not change it."""
-    return len(ra.users_file(cfg, dict.fromkeys(names, ""), "0" * 32).encode())
-
-
 def users_from_config() -> pulumi.Output[dict[str, str]]:
     """The secret users map of the stack (empty when none is set)."""
     value = pulumi.Config(PROJECT).get_secret_object("users")
@@ -92,7 +86,7 @@ class DeviceAuth(pulumi.ComponentResource):
         self.parameter_name = None
         if args.param_prefix is not None:
             everyone = sorted({*cfg.users, *names})
-            size = users_file_size(cfg, everyone)
+            size = ra.users_file_size(cfg, everyone)
             if size > USERS_PARAMETER_LIMIT:
                 raise StackConfigError(
                     source_name(cfg.stack),

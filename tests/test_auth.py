@@ -492,6 +492,9 @@ def test_a_credential_file_beyond_an_ssm_parameter_is_refused_naming_the_users_k
     from components.settings import StackConfigError
 
     names = [f"device-{i:04d}" for i in range(too_many)]
+    cfg = _cfg({"brokers": {"engine": "vernemq", "accept_eula": True}} if stack == "vernemq" else None)
+    real = {n: "x" * (i % 40 + 1) for i, n in enumerate(names)}
+    assert len(ra.users_file(cfg, real, "some-salt-key").encode()) == ra.users_file_size(cfg, names), "passwords do not change the size"
     plan = _run(stack, dict.fromkeys(names[:fits], "pw"))
     assert plan.of_type("aws:ssm/parameter:Parameter")
     with pytest.raises(StackConfigError) as exc:
