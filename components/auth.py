@@ -22,6 +22,13 @@ import pulumi_random as random
 from components.config import PROJECT, StackConfig
 from components.renderers import auth as ra
 from components.secrets import generated
+from components.settings import StackConfigError, source_name
+
+USERS_PARAMETER_LIMIT = 8192
+"""Bytes the users parameter may hold: "Standard parameters have a value limit of 4 KB. Advanced
+parameters have a value limit of 8 KB." (boto/botocore 1.43.67
+botocore/data/ssm/2014-11-06/service-2.json:15282-15285, PutParameter Value); Intelligent-Tiering
+takes the advanced tier when the value needs it."""
 
 
 def users_from_config() -> pulumi.Output[dict[str, str]]:
@@ -78,6 +85,15 @@ class DeviceAuth(pulumi.ComponentResource):
         self.fingerprint = pulumi.Output.secret(text.apply(ra.users_fingerprint))
         self.parameter_name = None
         if args.param_prefix is not None:
+            everyone = sorted({*cfg.users, *names})
+            size = ra.users_file_size(cfg, everyone)
+            if size > USERS_PARAMETER_LIMIT:
+                raise StackConfigError(
+                    source_name(cfg.stack),
+                    f"{PROJECT}:users",
+                    f"{len(everyone)} users make a {size}-byte credential file; its SSM parameter holds at most "
+                    f"{USERS_PARAMETER_LIMIT} bytes",
+                )
             self.parameter_name = f"{args.param_prefix}/{ra.USERS_PARAMETER_LEAF}"
             aws.ssm.Parameter(
                 f"{name}-users",

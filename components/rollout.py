@@ -42,10 +42,22 @@ from components.config import MQTTS_PORT
 from components.renderers import render
 from components.renderers.nodes import NodeSpec
 from components.renderers.proxy import ADMIN_SOCKET, CHECKER_UNIT, DRAINED_FILE
-from components.renderers.scripts import HEALTH_WAIT
+from components.renderers.scripts import node_script_bound
 
-STEP_WAIT = 1200
-"""Seconds one command on a host may take (a VerneMQ leave migrates queues for up to 900 s)."""
+STEP_WAIT = node_script_bound() + 60
+"""Seconds one command on a host may take: the node script's longest run (a join: the local broker,
+then the seed) and a minute for unpacking it. Sent as AWS-RunShellScript's executionTimeout (at most
+172800, default 3600: aws/aws-cli 2.36.7 awscli/examples/ssm/get-document.rst:14); the agent kills
+the command then."""
+DELIVERY_WAIT = 60
+"""Seconds Systems Manager may take to hand a command to the host's agent; a command not started by
+then never runs (SendCommand TimeoutSeconds, 30-2592000: boto/botocore 1.43.67
+botocore/data/ssm/2014-11-06/service-2.json:16406-16410, :17550-17554)."""
+LB_WAIT = 600
+"""Seconds the load balancer may take past the deregistration delay to finish a deregistration, or
+to report a registered broker healthy: what botocore's own waiters allow (15 s x 40 attempts:
+botocore 1.43.67 botocore/data/elbv2/2015-12-01/waiters-2.json:63-98 TargetInService, TargetDeregistered;
+botocore/data/elb/2012-06-01/waiters-2.json:4-51 InstanceDeregistered, InstanceInService)."""
 AGENT_WAIT = 900
 """Seconds a new host's SSM agent may take to register (boot, packages, docker)."""
 LEAVE_REACH_WAIT = 60
@@ -107,8 +119,9 @@ def step_script(
         transport=transport,
         node_script_gz=gz,
         drain_wait=drain_wait,
-        health_wait=HEALTH_WAIT,
         step_wait=STEP_WAIT,
+        delivery_wait=DELIVERY_WAIT,
+        lb_wait=LB_WAIT,
         agent_wait=AGENT_WAIT,
         leave_reach_wait=LEAVE_REACH_WAIT,
         lock_wait=LOCK_WAIT,
@@ -136,8 +149,9 @@ def gate_script(*, stack: str, host: str, kind: str, region: str, transport: str
         transport=transport,
         node_script_gz=_packed(proxy_ready_script(kind)),
         drain_wait=0,
-        health_wait=HEALTH_WAIT,
         step_wait=STEP_WAIT,
+        delivery_wait=DELIVERY_WAIT,
+        lb_wait=LB_WAIT,
         agent_wait=AGENT_WAIT,
         leave_reach_wait=LEAVE_REACH_WAIT,
         lock_wait=LOCK_WAIT,

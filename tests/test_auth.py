@@ -481,3 +481,22 @@ def test_local_password_plus_mtls_verifies_at_the_proxy_and_drops_plain_mqtt(pro
     assert "ssl_verify_client on;" in plan.files[("proxy", "nginx.conf")]
     before = next(c for c in plan_of("local").of_type("docker:index/container:Container") if c.name == "local-proxy")
     assert 1883 in [p["internal"] for p in before.inputs["ports"]]
+
+
+@pytest.mark.parametrize(("stack", "fits", "too_many"), [("dev", 40, 60), ("vernemq", 60, 80)])
+def test_a_credential_file_beyond_an_ssm_parameter_is_refused_naming_the_users_key(stack, fits, too_many):
+    # PutParameter: "Standard parameters have a value limit of 4 KB. Advanced parameters have a value
+    # limit of 8 KB." (boto/botocore 1.43.67 botocore/data/ssm/2014-11-06/service-2.json:15282-15285);
+    # the users parameter is Intelligent-Tiering, so 8 KB is its limit. The hashes are fixed-length:
+    # the file's size follows from the usernames alone.
+    from components.settings import StackConfigError
+
+    names = [f"device-{i:04d}" for i in range(too_many)]
+    cfg = _cfg({"brokers": {"engine": "vernemq", "accept_eula": True}} if stack == "vernemq" else None)
+    real = {n: "x" * (i % 40 + 1) for i, n in enumerate(names)}
+    assert len(ra.users_file(cfg, real, "some-salt-key").encode()) == ra.users_file_size(cfg, names), "passwords do not change the size"
+    plan = _run(stack, dict.fromkeys(names[:fits], "pw"))
+    assert plan.of_type("aws:ssm/parameter:Parameter")
+    with pytest.raises(StackConfigError) as exc:
+        _run(stack, dict.fromkeys(names, "pw"))
+    assert "mqtt-cluster:users" in str(exc.value) and "8192" in str(exc.value) and f"{too_many} users" in str(exc.value)

@@ -167,3 +167,67 @@ def test_broker_start_scripts_pass_shellcheck(tmp_path):
                 path.write_text(text)
                 proc = subprocess.run(["shellcheck", str(path)], capture_output=True, text=True)
                 assert proc.returncode == 0, proc.stdout
+
+
+# --- the secrets a host fetches at start: a failed fetch stops the start ---------------------------
+def _host_run(tmp_path, script: str, ssm: dict[str, str]) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Run a rendered host script with its absolute paths moved under tmp_path, the fake `aws`
+    (tests/fakes/vernemq_host/aws: the CLI's output and errors) and recording stand-ins for the
+    system commands it calls; returns the run and the commands recorded."""
+    import json
+    import os
+    import re
+    from pathlib import Path
+
+    root = tmp_path / "root"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in ("docker", "systemctl", "haproxy", "nginx", "chgrp", "chown"):
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >>{tmp_path}/commands\n')
+        (bin_dir / tool).chmod(0o755)
+    if not (bin_dir / "aws").exists():
+        (bin_dir / "aws").symlink_to(Path(__file__).parent / "fakes" / "vernemq_host" / "aws")
+    moved = re.sub(r"(?<=[\s='\"<>])/(etc|run|var)/", lambda m: f"{root}/{m.group(1)}/", script)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_SSM": json.dumps(ssm)}
+    proc = subprocess.run(["bash", "-c", moved], env=env, capture_output=True, text=True, timeout=60, check=False)  # noqa: S603, S607
+    log = tmp_path / "commands"
+    return proc, log.read_text().splitlines() if log.exists() else []
+
+
+@pytest.mark.parametrize("missing", ["cookie", "dashboard-password"])
+def test_a_broker_start_stops_when_a_secret_cannot_be_fetched(tmp_path, missing):
+    # `printf … "$(aws …)"` would go on with an empty value: set -e ignores a failed command
+    # substitution inside another command's arguments.
+    plan = plan_of("dev")
+    script = plan.files[("emqx-1", "mqtt-broker-start")]
+    header, rest = script.split("# 1. ", 1)
+    body = "# 2. " + rest.split("# 2. ", 1)[1]
+    ssm = {"/mqtt-cluster/dev/cookie": "C00kie", "/mqtt-cluster/dev/dashboard-password": "Dash-Pw"}
+    proc, commands = _host_run(tmp_path, header + body, ssm)
+    assert proc.returncode == 0, proc.stderr
+    assert any(c.startswith("docker run") for c in commands), commands
+    secrets = (tmp_path / "root/run/mqtt-cluster/secrets.env").read_text()
+    assert secrets == "EMQX_NODE__COOKIE=C00kie\nEMQX_DASHBOARD__DEFAULT_PASSWORD=Dash-Pw\n"
+
+    ssm.pop(f"/mqtt-cluster/dev/{missing}")
+    (tmp_path / "commands").unlink()
+    proc, commands = _host_run(tmp_path, header + body, ssm)
+    assert proc.returncode != 0
+    assert "(ParameterNotFound)" in proc.stderr
+    assert not any(c.startswith("docker") for c in commands), "no broker restarted on a missing secret"
+
+
+def test_a_haproxy_start_stops_when_its_stats_password_cannot_be_fetched(tmp_path):
+    plan = plan_of("vernemq")
+    script = plan.files[("haproxy-1", "mqtt-proxy-start")]
+    ssm = {f"/mqtt-cluster/vernemq/{leaf}": f"{leaf}-value" for leaf in ("tls-certificate", "tls-private-key", "proxy-stats-password")}
+    proc, commands = _host_run(tmp_path, script, ssm)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "root/run/mqtt-cluster/haproxy.env").read_text() == "HAPROXY_STATS_PASSWORD=proxy-stats-password-value\n"
+    assert "systemctl restart haproxy" in commands
+
+    ssm.pop("/mqtt-cluster/vernemq/proxy-stats-password")
+    (tmp_path / "commands").unlink()
+    proc, commands = _host_run(tmp_path, script, ssm)
+    assert proc.returncode != 0
+    assert not any(c.startswith("systemctl") for c in commands), "haproxy does not start with an empty stats password"

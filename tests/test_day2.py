@@ -45,13 +45,16 @@ def _state(tmp_path: Path, nodes, **extra) -> Path:
     return path
 
 
-def _step(engine: str, index: int, mode: str, state: Path, tmp_path: Path, transport: str = "ssm", **env) -> subprocess.Popen:
+def _step(
+    engine: str, index: int, mode: str, state: Path, tmp_path: Path, transport: str = "ssm", host_script: str | None = None, **env
+) -> subprocess.Popen:
+    """The rollout step of node `index`, run as Pulumi runs it; `host_script` replaces the node script."""
     nodes, first = _cluster(engine)
     node = nodes[index]
     script = step_script(
         stack="dev",
         node=node,
-        node_script=node_script(engine, node, first, container="broker"),
+        node_script=host_script or node_script(engine, node, first, container="broker"),
         region="eu-central-1",
         transport=transport,
         drain_wait=5,
@@ -72,6 +75,7 @@ def _step(engine: str, index: int, mode: str, state: Path, tmp_path: Path, trans
         "AGENT_WAIT": "1",
         "LEAVE_REACH_WAIT": "1",
         "STEP_WAIT": "20",
+        "LB_WAIT": "5",
         **env,
     }
     return subprocess.Popen(
@@ -168,6 +172,222 @@ def test_the_step_and_node_scripts_pass_shellcheck(tmp_path):
         path.write_text(text)
         proc = subprocess.run(["shellcheck", str(path)], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout
+
+
+# --- the AWS CLI as it really answers (tests/fakes/day2/aws replays the service, agent and CLI) -----
+def _with(state: Path, **extra) -> Path:
+    st = json.loads(state.read_text())
+    st.update(extra)
+    state.write_text(json.dumps(st))
+    return state
+
+
+def _calls(state: Path) -> list[str]:
+    return json.loads(state.read_text())["calls"]
+
+
+def test_an_unreachable_host_is_logged_with_the_error_systems_manager_gave(tmp_path):
+    # aws-cli writes a blank line before the error (awscli/errorformat.py:37-41): the reason is on
+    # the second line of stderr.
+    nodes, _ = _cluster("emqx")
+    state = _state(tmp_path, nodes, unreachable=["i-3"], down=[nodes[2].node_name])
+    p = _step("emqx", 2, "leave", state, tmp_path)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    line = next(x for x in err.splitlines() if "i-3 unreachable through SSM" in x)
+    assert "(InvalidInstanceId) when calling the SendCommand operation" in line, err
+
+
+def test_a_refused_send_command_fails_at_once_and_a_leave_does_not_fall_back_to_a_peer(tmp_path):
+    nodes, _ = _cluster("emqx")
+    state = _state(tmp_path, nodes, denied=["ssm send-command"])
+    t0 = time.monotonic()
+    p = _step("emqx", 2, "leave", state, tmp_path, AGENT_WAIT="60", LEAVE_REACH_WAIT="60")
+    _, err = p.communicate(timeout=120)
+    assert p.returncode != 0
+    assert time.monotonic() - t0 < 15, "an AccessDenied is not waited out like an unregistered agent"
+    assert "AccessDeniedException" in err, err
+    assert "removing" not in err and not any("remove" in c for c in _calls(state) if c.startswith("aws ssm send-command"))
+    assert nodes[2].node_name in json.loads(state.read_text())["members"]
+
+
+def test_a_status_that_cannot_be_read_fails_the_step_at_once_not_after_the_step_wait(tmp_path):
+    nodes, _ = _cluster("emqx")
+    state = _state(tmp_path, nodes, denied=["ssm get-command-invocation"])
+    t0 = time.monotonic()
+    p = _step("emqx", 2, "leave", state, tmp_path, STEP_WAIT="60")
+    _, err = p.communicate(timeout=180)
+    assert p.returncode != 0
+    assert time.monotonic() - t0 < 15
+    assert "AccessDeniedException" in err, err
+    assert "removing" not in err, "the command reached the host: it is not unreachable"
+
+
+def test_polling_rides_out_a_late_invocation_and_a_throttled_poll(tmp_path):
+    # GetCommandInvocation right after SendCommand may answer InvocationDoesNotExist (ssm
+    # waiters-2.json CommandExecuted retries on it); a throttled poll is retried too.
+    nodes, _ = _cluster("emqx")
+    state = _state(tmp_path, nodes, invocation_lag=3, progress_polls=2, flaky={"ssm get-command-invocation": 1})
+    p = _step("emqx", 1, "join", state, tmp_path)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert sum(c.startswith("aws ssm get-command-invocation") for c in _calls(state)) >= 7
+
+
+def test_a_command_that_times_out_on_the_host_is_a_failure_there_not_an_unreachable_host(tmp_path):
+    # The agent kills the command at executionTimeout and reports TimedOut, exit 137
+    # (amazon-ssm-agent 3.3.1142.0 agent/executers/executers.go:324-336, pluginutil_unix.go:34-51);
+    # the leave ran: no live member may force the node out while it is half-way.
+    nodes, _ = _cluster("emqx")
+    state = _state(tmp_path, nodes, hang={"emqx ctl cluster leave": 30})
+    p = _step("emqx", 2, "leave", state, tmp_path, STEP_WAIT="5", HOST_CLI_TIMEOUT="60")
+    _, err = p.communicate(timeout=120)
+    assert p.returncode != 0, err
+    assert "TimedOut" in err and "removing" not in err, err
+    assert not any(c.startswith("exec c1 ") and "force-leave" in c for c in _calls(state))
+
+
+def test_a_command_that_never_ran_counts_as_an_unreachable_host(tmp_path):
+    # Delivery timed out: Status TimedOut, ResponseCode -1, no ExecutionStartDateTime (ssm
+    # service-2.json GetCommandInvocationResult): the leave falls back to a live member.
+    nodes, _ = _cluster("emqx")
+    state = _state(tmp_path, nodes, undeliverable=["i-3"], down=[nodes[2].node_name])
+    p = _step("emqx", 2, "leave", state, tmp_path)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert "never ran" in err and "removed through i-1" in err, err
+
+
+def test_the_reason_at_the_end_of_a_long_host_log_reaches_the_deploying_machine(tmp_path):
+    # StandardErrorContent keeps only the first 8000 characters (ssm service-2.json :16814-16816;
+    # amazon-ssm-agent pluginutil.go:43-57 keeps the prefix): the node script's verdict comes last.
+    nodes, _ = _cluster("emqx")
+    state = _state(tmp_path, nodes)
+    host = "#!/usr/bin/env bash\necho 'first line of the host log' >&2\nfor i in $(seq 1 300); do echo \"waiting for the seed, round $i of 300\" >&2; done\necho 'ERROR: the final reason' >&2\nexit 1\n"
+    p = _step("emqx", 1, "users", state, tmp_path, host_script=host)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode != 0
+    assert "ERROR: the final reason" in err, err[-2000:]
+    assert "first line of the host log" in err and "bytes of output cut" in err
+
+
+def test_a_host_script_exiting_194_fails_the_step_and_never_reboots_the_host(tmp_path):
+    # Exit 194 tells the agent to reboot the host and reports success (amazon-ssm-agent
+    # agent/appconfig/constants_unix.go:85, pluginutil_unix.go:38-39).
+    nodes, _ = _cluster("emqx")
+    state = _state(tmp_path, nodes)
+    p = _step("emqx", 1, "join", state, tmp_path, host_script="#!/usr/bin/env bash\nexit 194\n")
+    _, err = p.communicate(timeout=60)
+    assert p.returncode != 0, err
+    assert not any(c.startswith("reboot ") for c in _calls(state)), _calls(state)
+
+
+def test_a_deploying_user_with_cli_auto_prompt_on_still_gets_an_unattended_step(tmp_path):
+    # `cli_auto_prompt = on` in ~/.aws/config (or AWS_CLI_AUTO_PROMPT) makes every aws call prompt.
+    nodes, _ = _cluster("emqx")
+    state = _state(tmp_path, nodes)
+    p = _step("emqx", 1, "join", state, tmp_path, AWS_CLI_AUTO_PROMPT="on")
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+
+
+def test_the_execution_timeout_covers_the_longest_node_script_and_the_document_accepts_it():
+    from components.renderers.scripts import node_script_bound
+    from components.rollout import DELIVERY_WAIT, STEP_WAIT
+
+    # AWS-RunShellScript: executionTimeout pattern, maximum 172800 (aws-cli 2.36.7
+    # awscli/examples/ssm/get-document.rst:14); the agent runs a value outside [5, 172800] for the
+    # default 3600 instead (amazon-ssm-agent pluginutil.go:37-39, :154-157).
+    pattern = r"([1-9][0-9]{0,4})|(1[0-6][0-9]{4})|(17[0-1][0-9]{3})|(172[0-7][0-9]{2})|(172800)"
+    assert re.fullmatch(pattern, str(STEP_WAIT)) and 5 <= STEP_WAIT <= 172800
+    assert STEP_WAIT >= node_script_bound()
+    # SendCommand TimeoutSeconds: 30..2592000 (ssm service-2.json :17550-17554)
+    assert 30 <= DELIVERY_WAIT <= 2592000
+
+
+# --- the load balancer as it really answers -----------------------------------------------------------
+def _restart_after_deregistered(state: Path, iid: str = "i-2", container: str = "c2") -> tuple[bool, list[str]]:
+    """Did the restart come only after the load balancer reported the node deregistered?"""
+    calls = _calls(state)
+    restart = calls.index(f"restart {container}")
+    seen = [
+        c for c in calls[:restart] if c.startswith(("aws elbv2 describe-target-health", "aws elb describe-instance-health")) and iid in c
+    ]
+    return bool(seen) and seen[-1].endswith(("-> unused", "-> OutOfService")), calls
+
+
+def test_a_drain_lasting_the_whole_deregistration_delay_is_waited_for(tmp_path):
+    # An NLB target stays draining until the deregistration delay has expired
+    # (elbv2 service-2.json TargetHealth.Reason, Target.DeregistrationInProgress) and a little more.
+    nodes, _ = _cluster("emqx")
+    state = _state(tmp_path, nodes, deregistration_delay=1.0, deregistration_lag=0.6)
+    p = _step("emqx", 1, "apply", state, tmp_path, DRAIN_WAIT="1")
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    ok, calls = _restart_after_deregistered(state)
+    assert ok, calls
+
+
+@pytest.mark.parametrize(
+    "quirk",
+    [
+        {"stale_polls": 2},  # the describe right after the deregistration still shows "healthy"
+        {"drain_state": "unhealthy.draining"},  # elbv2 TargetHealthStateEnum (service-2.json :4681-4692)
+        {"flaky": {"elbv2 describe-target-health": 2}},  # a throttled describe is no answer
+    ],
+    ids=["stale", "unhealthy.draining", "throttled"],
+)
+def test_the_restart_waits_until_the_target_group_reports_the_target_unused(tmp_path, quirk):
+    nodes, _ = _cluster("emqx")
+    state = _state(tmp_path, nodes, deregistration_delay=0.5, **quirk)
+    p = _step("emqx", 1, "apply", state, tmp_path)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    ok, calls = _restart_after_deregistered(state)
+    assert ok, calls
+
+
+def test_a_classic_elb_rollout_restarts_after_deregistration_and_waits_for_in_service(tmp_path):
+    nodes, _ = _cluster("emqx")
+    state = _state(tmp_path, nodes, deregistration_delay=1.0, deregistration_lag=0.5, registration_polls=2)
+    p = _step("emqx", 1, "apply", state, tmp_path, TARGET_GROUPS="", ELB_NAME="mqtt-dev", DRAIN_WAIT="1")
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    ok, calls = _restart_after_deregistered(state)
+    assert ok, calls
+    after = calls[calls.index("restart c2") :]
+    register = next(i for i, c in enumerate(after) if c.startswith("aws elb register-instances-with-load-balancer"))
+    health = [c for c in after[register:] if c.startswith("aws elb describe-instance-health")]
+    assert health[-1].endswith("-> InService") and any(c.endswith("-> OutOfService") for c in health), calls
+
+
+@pytest.mark.parametrize("front", ["nlb", "elb"])
+def test_a_leave_of_a_terminated_instance_is_not_held_up_by_the_load_balancer(tmp_path, front):
+    # A target that is no instance any more: InvalidTarget / InvalidInstance, which botocore's own
+    # waiters take as deregistered (elbv2 waiters-2.json TargetDeregistered, elb InstanceDeregistered).
+    nodes, _ = _cluster("emqx")
+    state = _state(tmp_path, nodes, unreachable=["i-3"], terminated=["i-3"], down=[nodes[2].node_name])
+    env = {"TARGET_GROUPS": "", "ELB_NAME": "mqtt-dev"} if front == "elb" else {}
+    p = _step("emqx", 2, "leave", state, tmp_path, **env)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert "removed through i-1" in err
+
+
+def test_the_readme_lists_every_aws_action_the_day2_steps_call():
+    # IAM actions are the service's prefix and the API operation: ssm, elasticloadbalancing
+    # (botocore 1.43.67 service-2.json metadata endpointPrefix of ssm, elbv2, elb).
+    root = Path(__file__).parent.parent
+    steps = (root / "components/templates/rollout.sh.j2").read_text()
+    calls = set(re.findall(r"\bawsq? (ssm|elbv2|elb) ([a-z-]+)", steps))
+    assert {("ssm", "send-command"), ("elbv2", "describe-target-health"), ("elb", "describe-instance-health")} <= calls
+    readme = (root / "README.md").read_text()
+    section = readme.split("**What the deploying machine may do**", 1)[1].split("\n\n**", 1)[0]
+    for service, op in sorted(calls):
+        action = "".join(w.capitalize() for w in op.split("-"))
+        prefix = "ssm" if service == "ssm" else "elasticloadbalancing"
+        assert any(f"{q}{prefix}:{action}{q}" in section for q in '`"') or f"`{action}`" in section, (service, op)
+        assert f"`{prefix}:" in section
 
 
 # --- the update view: what `pulumi up` does to a running stack ---------------------------------

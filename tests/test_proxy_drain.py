@@ -180,7 +180,7 @@ def test_a_drained_broker_behind_shipped_nginx_gets_no_new_connections_until_und
 
 
 # --- the rollout step: drain on every proxy -> restart -> gate -> ready ---------------------------
-def _step(cfg, index: int, kind: str, state: Path, tmp_path: Path) -> subprocess.Popen:
+def _step(cfg, index: int, kind: str, state: Path, tmp_path: Path, **extra: str) -> subprocess.Popen:
     nodes = node_specs(cfg)
     node = nodes[index]
     script = step_script(
@@ -207,6 +207,7 @@ def _step(cfg, index: int, kind: str, state: Path, tmp_path: Path) -> subprocess
         "HEALTH_WAIT": "3",
         "AGENT_WAIT": "1",
         "STEP_WAIT": "20",
+        **extra,
     }
     return subprocess.Popen(
         ["bash", "-c", script, f"step-{node.host}", "apply"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -274,6 +275,27 @@ def test_a_proxy_that_cannot_drain_stops_the_rollout_before_any_restart(tmp_path
     assert p.returncode != 0
     assert "proxy p-2 did not drain it" in err, err
     assert not any(call.startswith("restart ") for call in json.loads(state.read_text())["calls"])
+
+
+def test_the_settle_command_may_run_as_long_as_the_connections_get(tmp_path):
+    # A command still running at executionTimeout is killed by the agent (aws/amazon-ssm-agent
+    # 3.3.1142.0 agent/executers/executers.go:324-336): the settle wait may outlast STEP_WAIT.
+    cfg = _config("vernemq")
+    nodes = node_specs(cfg)
+    state = _state(tmp_path, nodes, proxies=list(PROXIES))
+    p = _step(cfg, 1, "haproxy", state, tmp_path, STEP_WAIT="20", DRAIN_WAIT="45")
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    calls = json.loads(state.read_text())["calls"]
+    sent = [c for c in calls if c.startswith("aws ssm send-command") or c.startswith("proxy ")]
+    for i, call in enumerate(sent[1:], 1):
+        if call.startswith("proxy ") and call.split()[2] == "settle":
+            limit = int(sent[i - 1].rsplit("executionTimeout=", 1)[1])
+            assert limit >= int(call.split()[-1]) + 30, (sent[i - 1], call)
+            assert int(call.split()[-1]) > 30, call
+            break
+    else:
+        raise AssertionError(sent)
 
 
 @pytest.mark.parametrize(("stack", "kind"), [("vernemq", "haproxy"), ("edge", "nginx"), ("dev", None)])

@@ -279,6 +279,13 @@ def users_file(cfg: StackConfig, users: dict[str, str], salt_key: str) -> str:
     return emqx_bootstrap(users, salt_key) if cfg.is_emqx else vmq_passwd(users, salt_key)
 
 
+def users_file_size(cfg: StackConfig, names: list[str]) -> int:
+    """Bytes of the credential file for these usernames: salts and hashes have fixed lengths, so the
+    passwords and the salt key do not change it."""
+    probe = dict.fromkeys(names, "")
+    return len((emqx_bootstrap(probe, "") if cfg.is_emqx else vmq_passwd(probe, "")).encode())
+
+
 def acl_file(cfg: StackConfig) -> tuple[str, str, str]:
     """(host path, container path, text) of the rendered ACL: not secret, part of user-data."""
     if cfg.is_emqx:
