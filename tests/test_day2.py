@@ -620,3 +620,27 @@ def test_steps_carry_the_deploy_key_only_for_ssh_and_only_as_a_secret(program, t
         if transport == "ssh":
             assert env["SSH_PRIVATE_KEY"] == "[secret]" and env["BASTION"] == "203.0.113.10"
     assert "PRIVATE KEY-----\\nOFFLINE" not in json.dumps(plan.as_json()["resources"])
+
+
+def test_a_step_whose_configuration_is_already_applied_restarts_nothing(tmp_path):
+    """A rollout step is also updated when only its drain targets (a replaced proxy host) or its
+    script change; pulumi-command hands it its previous stdout, which names the configuration it
+    applied last: the same configuration means no drain and no restart."""
+    nodes, _ = _cluster("emqx")
+    state = _state(tmp_path, nodes)
+    created = _step("emqx", 1, "created", state, tmp_path)
+    out, err = created.communicate(timeout=30)
+    assert created.returncode == 0, err
+    assert out == "config h2\n" and json.loads(state.read_text()).get("calls", []) == []
+
+    same = _step("emqx", 1, "apply", state, tmp_path, PULUMI_COMMAND_STDOUT=out.rstrip("\n"))
+    out2, err2 = same.communicate(timeout=30)
+    assert same.returncode == 0, err2
+    assert "already applied" in err2 and out2 == "config h2\n"
+    assert json.loads(state.read_text()).get("calls", []) == [], "no SSM command, no drain, no restart"
+
+    changed = _step("emqx", 1, "apply", state, tmp_path, PULUMI_COMMAND_STDOUT="config h1")
+    out3, err3 = changed.communicate(timeout=60)
+    assert changed.returncode == 0, err3
+    assert out3.splitlines()[-1] == "config h2"
+    assert _events(state) == ["drain i-2", "restart c2", "undrain i-2", "healthy i-2"]
