@@ -110,6 +110,15 @@ if cfg.role == "regional":
                 ignore_changes=ami_changes(cfg, "bastion"),
             ),
         )
+    # How the deploying machine reaches the hosts: the proxy gates and the day-2 steps alike.
+    access = HostAccess(
+        stack=cfg.stack,
+        region=region_name,
+        transport=cfg.access.transport,
+        ssh_user=cfg.access.ssh_user,
+        private_key=deploy_key.private_key if cfg.access.transport == "ssh" else None,
+        bastion_host=bastion.public_ip if bastion else None,
+    )
 
     lb = LoadBalancer(
         "lb",
@@ -125,14 +134,7 @@ if cfg.role == "regional":
             account_id=account_id,
             tags=tags,
             # The proxy hosts' gates reach them as the day-2 steps reach the brokers.
-            access=HostAccess(
-                stack=cfg.stack,
-                region=region_name,
-                transport=cfg.access.transport,
-                ssh_user=cfg.access.ssh_user,
-                private_key=deploy_key.private_key if cfg.access.transport == "ssh" else None,
-                bastion_host=bastion.public_ip if bastion else None,
-            ),
+            access=access,
             telemetry=obs.hooks("proxies"),
             passthrough_ca=broker_tls.ca_cert_pem if broker_tls else None,
         ),
@@ -153,9 +155,7 @@ if cfg.role == "regional":
     ClusterOps(
         "ops",
         ClusterOpsArgs(
-            stack=cfg.stack,
-            region=region_name,
-            transport=cfg.access.transport,
+            access=access,
             seed=first,
             targets=[
                 OpsTarget(
@@ -176,9 +176,6 @@ if cfg.role == "regional":
             drain_resources=lb.drain_resources,
             # Changed device credentials reach the running brokers without replacing a host.
             users_fingerprint=device_auth.fingerprint,
-            ssh_user=cfg.access.ssh_user,
-            private_key=deploy_key.private_key if cfg.access.transport == "ssh" else None,
-            bastion_host=bastion.public_ip if bastion else None,
         ),
     )
 

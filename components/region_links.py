@@ -31,7 +31,7 @@ from components.links import BRIDGE_OUTPUTS, REQUIRED_OUTPUTS, SSH_OUTPUTS, Regi
 from components.renderers.bridges import REDACTED, Peer, bridge_passwords, bridge_script
 from components.renderers.nodes import NodeSpec, node_specs, seed
 from components.renderers.scripts import node_script
-from components.rollout import step_script
+from components.rollout import HostAccess, step_script
 from components.settings import StackConfigError
 
 LEFT_IN_CLUSTER = "stays"
@@ -249,8 +249,16 @@ class RegionLinks(pulumi.ComponentResource):
             "ADDRESS": remote_item(out["node_addresses"], node.index),
             "REGION": out["region"],
         }
-        if transport == "ssh":
-            env.update(SSH_USER=out["ssh_user"], BASTION=out["bastion_ip"], SSH_PRIVATE_KEY=pulumi.Output.secret(out["deploy_private_key"]))
+        if transport == "ssh":  # only ssh regions export the bastion and the key (components/links.py)
+            access = HostAccess(
+                region.stack,
+                region.region,
+                transport,
+                ssh_user=out["ssh_user"],
+                private_key=pulumi.Output.secret(out["deploy_private_key"]),
+                bastion_host=out["bastion_ip"],
+            )
+            env.update(access.env())
         command_ = command.local.Command(
             name,
             interpreter=["/bin/bash", "-c", script, f"mqtt-cluster-{region.stack}-{node.host}"],

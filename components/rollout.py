@@ -107,9 +107,7 @@ def step_script(
 ) -> str:
     """rollout.sh.j2 for ``node``; ``links_step``: with the linking stack's actions as well
     (``stays``, ``bridges-apply``, ``bridges-disable``: components/region_links.py)."""
-    gz = _packed(node_script)
-    return render(
-        "rollout.sh.j2",
+    return _rollout_sh(
         proxy_script_gz=_packed(proxy_script(proxy_kind)) if proxy_kind else "",
         proxy_server=node.host,
         proxy_host=node.fqdn,
@@ -117,16 +115,24 @@ def step_script(
         node_name=node.node_name,
         region=region,
         transport=transport,
-        node_script_gz=gz,
+        node_script_gz=_packed(node_script),
         drain_wait=drain_wait,
+        proxy_gate=False,
+        links_step=links_step,
+    )
+
+
+def _rollout_sh(**step: object) -> str:
+    """rollout.sh.j2 with the bounds every step shares; ``step``: what differs per script."""
+    return render(
+        "rollout.sh.j2",
         step_wait=STEP_WAIT,
         delivery_wait=DELIVERY_WAIT,
         lb_wait=LB_WAIT,
         agent_wait=AGENT_WAIT,
         leave_reach_wait=LEAVE_REACH_WAIT,
         lock_wait=LOCK_WAIT,
-        proxy_gate=False,
-        links_step=links_step,
+        **step,
     )
 
 
@@ -138,8 +144,7 @@ def proxy_ready_script(kind: str) -> str:
 def gate_script(*, stack: str, host: str, kind: str, region: str, transport: str) -> str:
     """rollout.sh.j2 with the ``proxy-ready`` action, whose node script is ``proxy_ready_script``:
     the same transport (SSM Run Command or SSH through the bastion) as every day-2 step."""
-    return render(
-        "rollout.sh.j2",
+    return _rollout_sh(
         proxy_script_gz="",
         proxy_server="",
         proxy_host="",
@@ -149,12 +154,6 @@ def gate_script(*, stack: str, host: str, kind: str, region: str, transport: str
         transport=transport,
         node_script_gz=_packed(proxy_ready_script(kind)),
         drain_wait=0,
-        step_wait=STEP_WAIT,
-        delivery_wait=DELIVERY_WAIT,
-        lb_wait=LB_WAIT,
-        agent_wait=AGENT_WAIT,
-        leave_reach_wait=LEAVE_REACH_WAIT,
-        lock_wait=LOCK_WAIT,
         proxy_gate=True,
         links_step=False,
     )
@@ -167,9 +166,15 @@ class HostAccess:
     stack: str
     region: str
     transport: str
-    ssh_user: str = "ec2-user"
+    ssh_user: pulumi.Input[str] = "ec2-user"
     private_key: pulumi.Input[str] | None = None
     bastion_host: pulumi.Input[str] | None = None
+
+    def env(self) -> dict[str, pulumi.Input[str]]:
+        """What rollout.sh.j2 reads to reach a host: nothing for ssm, the bastion and key for ssh."""
+        if self.transport != "ssh":
+            return {}
+        return {"SSH_USER": self.ssh_user, "BASTION": self.bastion_host or "", "SSH_PRIVATE_KEY": self.private_key or ""}
 
 
 def proxy_gate(
@@ -188,9 +193,7 @@ def proxy_gate(
     provider/pkg/provider/common/inputs.go:10), so a replaced host gets a new gate run; another
     change of its inputs runs ``create`` again as the update (no ``update`` given:
     provider/pkg/provider/local/commandController.go:79-83), which a serving host passes at once."""
-    env: dict[str, pulumi.Input[str]] = {"INSTANCE_ID": instance_id, "ADDRESS": address}
-    if access.transport == "ssh":
-        env.update(SSH_USER=access.ssh_user, BASTION=access.bastion_host or "", SSH_PRIVATE_KEY=access.private_key or "")
+    env: dict[str, pulumi.Input[str]] = {"INSTANCE_ID": instance_id, "ADDRESS": address, **access.env()}
     script = gate_script(stack=access.stack, host=host, kind=kind, region=access.region, transport=access.transport)
     return command.local.Command(
         name,
@@ -217,9 +220,7 @@ class OpsTarget:
 
 @dataclass
 class ClusterOpsArgs:
-    stack: str
-    region: str
-    transport: str
+    access: HostAccess
     seed: NodeSpec
     targets: list[OpsTarget]
     drain_target_groups: list[tuple[pulumi.Input[str], int]] = field(default_factory=list)
@@ -233,9 +234,6 @@ class ClusterOpsArgs:
     """Per node host: what registers it with the load balancer (the rollout waits for it)."""
     users_fingerprint: pulumi.Input[str] | None = None
     """Device credentials (a secret fingerprint): a change loads them into every running broker."""
-    ssh_user: str = "ec2-user"
-    private_key: pulumi.Input[str] | None = None
-    bastion_host: pulumi.Input[str] | None = None
 
 
 class ClusterOps(pulumi.ComponentResource):
@@ -253,11 +251,11 @@ class ClusterOps(pulumi.ComponentResource):
         self.users: list[command.local.Command] = []
         for t in args.targets:
             script = step_script(
-                stack=args.stack,
+                stack=args.access.stack,
                 node=t.node,
                 node_script=t.script,
-                region=args.region,
-                transport=args.transport,
+                region=args.access.region,
+                transport=args.access.transport,
                 drain_wait=args.drain_wait,
                 proxy_kind=args.drain_proxy_kind,
             )
@@ -267,9 +265,8 @@ class ClusterOps(pulumi.ComponentResource):
                 "TARGET_GROUPS": groups,
                 "ELB_NAME": args.drain_elb_name or "",
                 "PROXIES": proxies,
+                **args.access.env(),
             }
-            if args.transport == "ssh":
-                env.update(SSH_USER=args.ssh_user, BASTION=args.bastion_host or "", SSH_PRIVATE_KEY=args.private_key or "")
             interpreter = ["/bin/bash", "-c", script, f"mqtt-cluster-{t.node.host}"]
             waits = [*t.host_resources]
             if t is not seed_t:
