@@ -667,12 +667,7 @@ def connack_code(
         ):
             s.settimeout(5)
             s.sendall(b"\x10" + bytes([len(body)]) + body)
-            data = b""
-            while len(data) < 4:
-                chunk = s.recv(4 - len(data))
-                if not chunk:
-                    break
-                data += chunk
+            data = recv_upto(s, 4)
             if len(data) == 4 and data[:2] == b"\x20\x02":
                 if data[3] == 0:
                     s.sendall(b"\xe0\x00")  # DISCONNECT
@@ -687,9 +682,14 @@ def raw_mqtt_connect(sock: socket.socket, client_id: str) -> bytes:
     cid = client_id.encode()
     body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(cid).to_bytes(2, "big") + cid
     sock.sendall(b"\x10" + bytes([len(body)]) + body)
+    return recv_upto(sock, 4)
+
+
+def recv_upto(sock: socket.socket, n: int) -> bytes:
+    """Up to ``n`` bytes: fewer when the peer closes first."""
     data = b""
-    while len(data) < 4:
-        chunk = sock.recv(4 - len(data))
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
         if not chunk:
             break
         data += chunk

@@ -31,6 +31,7 @@ from tests.harness import (
     make_certs,
     mqtt_client,
     raw_mqtt_connect,
+    recv_upto,
 )
 
 KINDS = ["nginx", "haproxy"]
@@ -229,12 +230,7 @@ def _exchange(port: int, data: bytes, wait: float = 5.0) -> tuple[bytes, float]:
     t0 = time.monotonic()
     with socket.create_connection((HOSTS[0], port), timeout=wait) as s:
         s.sendall(data)
-        got = b""
-        while len(got) < 4:
-            chunk = s.recv(4 - len(got))
-            if not chunk:
-                break
-            got += chunk
+        got = recv_upto(s, 4)
     return got, time.monotonic() - t0
 
 
