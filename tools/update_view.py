@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from components.config import ConfigError
-from components.local_cluster import DATA_DIRS, ROLE_LABEL
+from components.local_cluster import ROLE_LABEL
 from tools import mockengine
 from tools.plan_diff import diff_inputs
 from tools.replace_facts import FACTS, REPLACE_ON
@@ -242,10 +242,7 @@ def serving_group(r: mockengine.Resource) -> str | None:
         return "proxy" if tags.get("Role") == "proxy" else "broker" if "Node" in tags else None
     if r.type == "docker:index/container:Container":
         labels = {la.get("label"): la.get("value") for la in r.inputs.get("labels") or []}
-        if labels.get(ROLE_LABEL) in ("broker", "proxy"):
-            return labels[ROLE_LABEL]
-        mounts = {v.get("containerPath") for v in r.inputs.get("volumes") or []}
-        return "broker" if mounts & set(DATA_DIRS.values()) else None  # a plan from before the label
+        return labels.get(ROLE_LABEL) if labels.get(ROLE_LABEL) in ("broker", "proxy") else None
     return None
 
 
