@@ -64,6 +64,26 @@ def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"{host}:{port} did not open within {timeout}s")
 
 
+def wait_bridged(log: Path, client_ids: list[str], timeout: float = 40.0) -> None:
+    """Until the first broker's own log shows every bridge connected to it.
+
+    mosquitto 2.0 retries a bridge whose first connect failed only after 5-30 s (restart_timeout's
+    default, jittered back-off): a bridge that raced its remote's listener stays down through the
+    first tests and a message published on the other broker never crosses. The log line is the
+    broker's ("New bridge connected from <addr> as <hostname>.bridge-1 (p2, c1, k60)." or, with
+    remote_clientid set, "... as bridge-1 ..."), read here from the process this lab started.
+    """
+    deadline = time.monotonic() + timeout
+    pending = set(client_ids)
+    while pending and time.monotonic() < deadline:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        pending = {i for i in pending if not re.search(rf"connected from \S+ as (\S+\.)?{re.escape(i)} ", text)}
+        if pending:
+            time.sleep(0.1)
+    if pending:
+        raise TimeoutError(f"bridges {sorted(pending)} not connected to the first broker within {timeout}s (see {log})")
+
+
 def make_certs(d: Path) -> dict[str, Path]:
     """A CA and a server certificate for localhost / 127.0.0.1 (ECDSA P-256)."""
     d.mkdir(parents=True, exist_ok=True)
@@ -374,6 +394,12 @@ class Lab:
         self.procs.append(p)
         return p
 
+    def spawn_mosquitto(self, name: str, conf: Path) -> Proc:
+        """mosquitto logs to stdout through stdio, block-buffered into a file: line-buffered here
+        (coreutils stdbuf execs mosquitto itself, so the PID is the broker's) so that its log can
+        be read while it runs (wait_bridged)."""
+        return self._spawn(name, ["stdbuf", "-oL", "mosquitto", "-c", str(conf)])
+
     def start_brokers(
         self, hosts: list[str], port: int, *, listeners: tuple[bool, bool] | None = None, anonymous: bool = True
     ) -> list[Broker]:
@@ -384,7 +410,7 @@ class Lab:
         host:port (and on a shared WebSocket port) in front of each mosquitto and behaves as the
         EMQX/VerneMQ listener would; None (the benchmark) exposes mosquitto itself on host:port.
         anonymous=False refuses every CONNECT without credentials (CONNACK return code 5), as a broker
-        with client authentication does.
+        with client authentication does; its bridges are refused too, so messages stay on their broker.
 
         mosquitto 2.0 cannot bind a websockets listener to one address, so each broker's
         websockets port is its own, bound to the loopback interface only.
@@ -416,11 +442,15 @@ class Lab:
                     "bridge_protocol_version mqttv311",
                 ]
             conf.write_text("\n".join(lines) + "\n")
-            proc = self._spawn(f"mosquitto-{i}", ["mosquitto", "-c", str(conf)])
+            proc = self.spawn_mosquitto(f"mosquitto-{i}", conf)
             started.append(Broker(host, direct[i], ws_port, proc))
+            if i == 0:  # the others bridge to it: it listens before their first connect
+                wait_port(host, direct[0])
         for b in started:
             wait_port(b.host, b.direct_port)
             wait_port("127.0.0.1", b.ws_port)  # the WebSocket listener opens separately
+        if anonymous:  # bridges carry no credentials: refused by a broker that authenticates
+            wait_bridged(self.workdir / "mosquitto-0.log", [f"bridge-{i}" for i in range(1, len(hosts))])
         if listeners:
             mqtt_pp, ws_pp = listeners
             for b in started:

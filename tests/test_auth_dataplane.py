@@ -20,7 +20,7 @@ import pytest
 from components.config import parse
 from components.renderers import auth as ra
 from components.renderers.proxy import Backend
-from tests.harness import Lab, connack_code, free_port, make_certs, tls_context, wait_port
+from tests.harness import Lab, connack_code, free_port, make_certs, tls_context, wait_bridged, wait_port
 
 KINDS = ["nginx", "haproxy"]
 HOSTS = ["127.0.0.5", "127.0.0.6"]
@@ -77,9 +77,9 @@ def _start_brokers(lab: Lab, port: int) -> None:
             ]
         conf = lab.workdir / f"mosquitto-auth-{i}.conf"
         conf.write_text("\n".join(lines) + "\n")
-        lab._spawn(f"mosquitto-auth-{i}", ["mosquitto", "-c", str(conf)])
-    for host in HOSTS:
-        wait_port(host, port)
+        lab.spawn_mosquitto(f"mosquitto-auth-{i}", conf)
+        wait_port(host, port)  # the first listens before the others' bridges connect to it
+    wait_bridged(lab.workdir / "mosquitto-auth-0.log", [f"bridge-{i}" for i in range(1, len(HOSTS))])
 
 
 @pytest.fixture(params=KINDS, scope="module")
