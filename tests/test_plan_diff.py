@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import subprocess
 import sys
@@ -89,3 +90,65 @@ def test_ci_stack_lists_follow_the_deployment_order_and_skip_local():
     assert lists["global"] == ["prod-global"]
     assert "local" not in lists["regional"] + lists["primary"] + lists["global"]
     assert {"prod-us-east-1", "prod-ap-southeast-1", "prod-ap-east-1", "dev"} <= set(lists["regional"])
+
+
+# --- two plans of one configuration are equal ------------------------------------------------------
+def _broker_addresses(plan) -> dict[str, list[tuple[str, str]]]:
+    """Per subnet: (broker host, the private address its DNS record carries), in name order."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for r in plan.of_type("aws:ec2/instance:Instance"):
+        if r.name.startswith("brokers-"):
+            (address,) = plan.named(f"{r.name}-dns").inputs["records"]
+            out.setdefault(r.inputs["subnetId"], []).append((r.name, address))
+    return {s: sorted(v) for s, v in out.items()}
+
+
+def test_instances_get_addresses_in_name_order_whatever_the_registration_order():
+    from tools.mockengine import ProgramMocks
+
+    def new(mocks, typ, name, inputs):
+        args = type("Args", (), {"typ": typ, "name": name, "inputs": inputs})()
+        return mocks.new_resource(args)
+
+    for arrival in (["emqx-1", "emqx-2", "emqx-3"], ["emqx-3", "emqx-1", "emqx-2"]):
+        mocks = ProgramMocks("s", "eu-central-1", {}, host_order={"subnet-a": ["emqx-1", "emqx-2", "emqx-3"]})
+        mocks.subnet_cidrs["subnet-a"] = "10.40.128.0/20"
+        got = {name: new(mocks, "aws:ec2/instance:Instance", name, {"subnetId": "subnet-a"})[1]["privateIp"] for name in arrival}
+        assert got == {"emqx-1": "10.40.128.10", "emqx-2": "10.40.128.11", "emqx-3": "10.40.128.12"}, arrival
+        assert mocks.hosts_seen == {"subnet-a": arrival}
+
+
+def test_a_run_that_met_instances_out_of_name_order_runs_again_and_hands_addresses_by_name(monkeypatch):
+    """The SDK's registration order varies between runs (RPCs complete on worker threads): a run
+    whose instances arrived out of name order is repeated with the name order given."""
+    from tools import mockengine
+
+    real, calls = mockengine._run_once, []
+
+    def run_once(*args):
+        plan, seen = real(*args)
+        calls.append(args[-1])
+        if len(calls) == 1:  # as if they had arrived the other way round
+            seen = {subnet: sorted(names, reverse=True) for subnet, names in seen.items()}
+        return plan, seen
+
+    monkeypatch.setattr(mockengine, "_run_once", run_once)
+    plan = mockengine.plan_stack("edge")
+    assert len(calls) == 2 and calls[0] is None
+    assert calls[1] and all(names == sorted(names) for names in calls[1].values())
+    shared = [v for v in _broker_addresses(plan).values() if len(v) > 1]
+    assert shared, "edge puts two brokers in one subnet"
+    for hosts in shared:
+        addrs = [ipaddress.ip_address(a) for _, a in hosts]
+        assert addrs == sorted(addrs), hosts
+
+
+def test_plans_of_one_stack_in_separate_processes_are_equal(tmp_path):
+    """What the pull request comment compares: base and head planned by separate processes."""
+    for i in range(3):
+        out = subprocess.run([sys.executable, "-m", "tools.plan", "edge", "--json"], cwd=ROOT, capture_output=True, check=True, text=True)
+        (tmp_path / f"p{i}").mkdir()
+        (tmp_path / f"p{i}" / "edge.json").write_text(out.stdout)
+    for i in (1, 2):
+        d = diff_plans(json.loads((tmp_path / "p0/edge.json").read_text()), json.loads((tmp_path / f"p{i}/edge.json").read_text()))
+        assert d == {"added": [], "removed": [], "changed": [], "outputs": []}, d

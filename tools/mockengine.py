@@ -146,12 +146,21 @@ _ID_PREFIX = {
 class ProgramMocks(pmocks.Mocks):
     """Realistic answers: region-true AZs, AMI ids, private IPs inside their subnet, DNS names."""
 
-    def __init__(self, stack: str, region: str | None, stack_outputs: dict[str, dict[str, Any]]):
+    def __init__(
+        self,
+        stack: str,
+        region: str | None,
+        stack_outputs: dict[str, dict[str, Any]],
+        host_order: dict[str, list[str]] | None = None,
+    ):
         self.stack = stack
         self.region = region or "us-east-1"
         self.stack_outputs = stack_outputs
         self.subnet_cidrs: dict[str, str] = {}
-        self.next_host: dict[str, int] = {}
+        # Instances per subnet in the order they were registered, and (given) the order in which
+        # their private addresses are handed out: see run_program.
+        self.hosts_seen: dict[str, list[str]] = {}
+        self.host_order = host_order or {}
 
     # --- data sources -------------------------------------------------------------------------
     def call(self, args: pmocks.MockCallArgs):
@@ -220,8 +229,10 @@ class ProgramMocks(pmocks.Mocks):
         elif t == "aws:ec2/instance:Instance":
             subnet = inputs.get("subnetId", "")
             cidr = ipaddress.ip_network(self.subnet_cidrs.get(subnet, "10.0.0.0/24"))
-            n = self.next_host.get(subnet, 10)
-            self.next_host[subnet] = n + 1
+            seen = self.hosts_seen.setdefault(subnet, [])
+            order = self.host_order.get(subnet, [])
+            n = 10 + (order.index(name) if name in order else len(order) + len(seen))
+            seen.append(name)
             ip = str(cidr.network_address + n)
             state.update(
                 privateIp=ip,
@@ -518,8 +529,27 @@ def run_program(
     """Run __main__.py for ``stack`` with ``config`` under mocks; raise what the program raises."""
     if stack_outputs is None:
         stack_outputs = resolve_references(config, (stack,))
+    plan, seen = _run_once(stack, config, secret_keys, source, stack_outputs, None)
+    # The SDK registers resources as their inputs resolve, and its RPCs complete on worker threads:
+    # instances in one subnet arrive in a different order from run to run. Their addresses follow
+    # the order of their names instead, so two plans of one configuration are equal (a pull
+    # request's plan diff shows no address swaps). A run that met them in another order runs again.
+    order = {subnet: sorted(names) for subnet, names in seen.items()}
+    if order != seen:
+        plan, _ = _run_once(stack, config, secret_keys, source, stack_outputs, order)
+    return plan
+
+
+def _run_once(
+    stack: str,
+    config: dict[str, str],
+    secret_keys: list[str] | None,
+    source: str | None,
+    stack_outputs: dict[str, dict[str, Any]],
+    host_order: dict[str, list[str]] | None,
+) -> tuple[Plan, dict[str, list[str]]]:
     region = config.get("aws:region")
-    mocks = ProgramMocks(stack, region, stack_outputs)
+    mocks = ProgramMocks(stack, region, stack_outputs, host_order)
     depends_on = _ExplicitDependsOn()
     monitor = RecordingMonitor(mocks, depends_on)
     psettings.set_root_resource(None)
@@ -553,7 +583,8 @@ def run_program(
             os.environ.pop("MQTT_CLUSTER_CONFIG_SOURCE", None)
         else:
             os.environ["MQTT_CLUSTER_CONFIG_SOURCE"] = old_source
-    return Plan(stack=stack, resources=monitor.records, outputs=monitor.stack_outputs, files=hostfiles.rendered())
+    plan = Plan(stack=stack, resources=monitor.records, outputs=monitor.stack_outputs, files=hostfiles.rendered())
+    return plan, mocks.hosts_seen
 
 
 def plan_stack(stack: str, config_file: Path | None = None, project_file: Path | None = None) -> Plan:
