@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import os
 import pwd
+import random
 import re
 import resource
 import signal
@@ -45,12 +46,30 @@ def _bindable(host: str, port: int) -> bool:
     return True
 
 
+def _listen_ports() -> range:
+    """Ports for the labs' listeners: below the kernel's ephemeral range, which the source ports of
+    outgoing connections (bridges, proxies, clients) come from, so none of those can take a port
+    between the moment it is handed out here and the moment its listener binds it."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    return range(max(1024, low - 12000), low)
+
+
+_LISTEN_PORTS = _listen_ports()
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        if all(_bindable(h, port) for h in LAB_HOSTS):
+    """A port free on every lab address and never handed out before in this process: a lab picks
+    several ports before it starts anything, and each must be its own."""
+    del host  # free on every lab address, so on this one
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.choice(_LISTEN_PORTS)
+        if port not in _handed_out and all(_bindable(h, port) for h in LAB_HOSTS):
+            _handed_out.add(port)
             return port
     raise RuntimeError("no port free on every lab address")
 
