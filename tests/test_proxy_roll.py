@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from components.rollout import gate_script, proxy_ready_script
+from tests.harness import free_port
 
 FAKES = Path(__file__).parent / "fakes"
 UNITS = {"nginx": ["nginx.service", "mqtt-upstream-check.service"], "haproxy": ["haproxy.service"]}
@@ -33,12 +34,6 @@ def listener():
         s.bind(("127.0.0.1", 0))
         s.listen(16)
         yield s.getsockname()[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _host_state(tmp_path: Path, kind: str, cloud_init: list[str], units: dict[str, str] | None = None, **extra) -> Path:
@@ -108,7 +103,7 @@ def test_the_gate_waits_while_cloud_init_runs_then_passes(tmp_path, listener):
 
 
 def test_the_gate_waits_for_the_port_to_accept(tmp_path):
-    port = _free_port()
+    port = free_port()  # below the ephemeral range: no probe of the gate can connect to itself on it
     state = _host_state(tmp_path, "haproxy", ["done"])
     argv, env = _gate_cmd("haproxy", state, tmp_path, port)
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
