@@ -43,9 +43,9 @@ from tests.faultlab import (  # noqa: E402
     thaw,
     vanish,
 )
+from tests.harness import BROKER_HOSTS as HOSTS  # noqa: E402
 from tests.harness import Lab, broker_listeners, free_port, make_certs  # noqa: E402
 
-HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 SHIPPED = {"nginx": ("edge", ("nginx-1", "nginx.conf")), "haproxy": ("vernemq", ("haproxy-1", "haproxy.cfg"))}
 HELD = 30
 

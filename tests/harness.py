@@ -35,6 +35,8 @@ NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 # mosquitto's WebSocket listener binds the port on every loopback address: a port is handed out
 # only when it is free on all of them, so one lab cannot collide with another's listener.
 LAB_HOSTS = tuple(f"127.0.0.{i}" for i in range(1, 10))
+# The three broker "hosts" of the proxy labs (tests/test_dataplane.py, test_faults.py, bench/faults.py).
+BROKER_HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
 
 def _bindable(host: str, port: int) -> bool:

@@ -21,6 +21,7 @@ from components import config as c
 from components.links import load_region
 from tests.conftest import plan_of
 from tests.harness import (
+    BROKER_HOSTS,
     PP_V2_SIGNATURE,
     PROXY_PROTOCOL_TIMEOUT,
     Lab,
@@ -35,7 +36,7 @@ from tests.harness import (
 )
 
 KINDS = ["nginx", "haproxy"]
-HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+HOSTS = BROKER_HOSTS
 CLIENT = "127.0.0.9"
 """Clients connect from this address, so the proxy's own (127.0.0.1) cannot pass for theirs."""
 # The shipped stack whose proxy config each kind runs, and the host file it ships.
