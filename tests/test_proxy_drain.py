@@ -140,6 +140,25 @@ def _start_checker(lab: Lab, drained: Path) -> None:
     lab._spawn("checker", [sys.executable, str(script), *args])
 
 
+def _children(pid: int) -> set[int]:
+    """The live children of a process (nginx's workers under its master), from /proc."""
+    kids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid and fields[0] != "Z":
+            kids.add(int(stat.parent.name))
+    return kids
+
+
+def _reloaded(master: int, old: set[int]) -> bool:
+    """nginx has reloaded: the workers that served the old configuration are gone (until then
+    they keep accepting with it). The master stops them about 100 ms after forking the new ones."""
+    return not (_children(master) & old)
+
+
 def _upstreams(log: Path, skip: int) -> list[str]:
     lines = log.read_text().splitlines()[skip:] if log.exists() else []
     return [line.rsplit('"', 2)[1] for line in lines]
@@ -155,12 +174,15 @@ def test_a_drained_broker_behind_shipped_nginx_gets_no_new_connections_until_und
         port, log, conf = proxy.ports[c.MQTTS_PORT], tmp_path / "mqtt-access.log", proxy.conf
         host = brokers[1].host
         env = {"NGINX_CONF": str(conf), "DRAINED_FILE": str(drained_file)}
+        master = proxy.proc.popen.pid
+        assert _until(lambda: bool(_children(master)), 10)
+        old = _children(master)
         r = _run_proxy_script("nginx", tmp_path, "drain", "unused", host, **env)
         assert r.returncode == 0, r.stderr + (tmp_path / "checker.log").read_text()
         assert drained_file.read_text() == f"{host}\n"
         stream = conf.read_text().partition("\nhttp {")[0]
         assert re.search(rf"server {re.escape(host)}:\d+ [^;]*\bdown;", stream), stream
-        time.sleep(0.5)  # the reload's new workers are serving
+        assert _until(lambda: _reloaded(master, old), 10), "nginx reloads once the drain has written its config"
         skip = len(_upstreams(log, 0))
         n = 30
         assert all(connect_once("127.0.0.1", port, certs["ca"], f"during-{i}") for i in range(n))
@@ -169,10 +191,11 @@ def test_a_drained_broker_behind_shipped_nginx_gets_no_new_connections_until_und
         ups = _upstreams(log, skip)
         assert not any(u.startswith(f"{host}:") for u in ups), ups
         assert {u.split(":")[0] for u in ups} == {HOSTS[0], HOSTS[2]}, ups
+        old = _children(master)
         r = _run_proxy_script("nginx", tmp_path, "ready", "unused", host, **env)
         assert r.returncode == 0, r.stderr
         assert drained_file.read_text() == ""
-        time.sleep(0.5)
+        assert _until(lambda: _reloaded(master, old), 10), "nginx reloads once the undrain has written its config"
         skip = len(_upstreams(log, 0))
         assert all(connect_once("127.0.0.1", port, certs["ca"], f"after-{i}") for i in range(n))
         assert _until(lambda: len(_upstreams(log, skip)) >= n, 10)

@@ -107,7 +107,15 @@ def test_the_gate_waits_for_the_port_to_accept(tmp_path):
     state = _host_state(tmp_path, "haproxy", ["done"])
     argv, env = _gate_cmd("haproxy", state, tmp_path, port)
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
+    # A second round of unit checks starts only after the first probe of the port was refused.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if len(_calls(state, "systemctl is-active")) >= 2:
+                break
+        except (OSError, ValueError, KeyError):  # no call yet, or the fakes rewriting the state file
+            pass
+        time.sleep(0.05)
     with socket.socket() as late:
         late.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         late.bind(("127.0.0.1", port))
