@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import random
 import re
@@ -231,7 +232,16 @@ class SynDrop:
     def __init__(self, host: str, port: int):
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
+        deadline = time.monotonic() + 5
+        while True:  # the listener it replaces (a killed proxy, a stopped shim) may still be closing
+            try:
+                self.sock.bind((host, port))
+                break
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    self.sock.close()
+                    raise
+                time.sleep(0.01)
         self.sock.listen(0)
         self.filler = socket.create_connection((host, port), timeout=2)
 

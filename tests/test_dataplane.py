@@ -208,7 +208,9 @@ def test_haproxy_marks_every_shipped_server_up_by_its_own_checks(anonymous, tmp_
             expected = ("UP", "L7OK") if backend == "mqtt_brokers" else ("UP", "L4OK")
             assert state == expected, f"{backend}/{name}: {got}"
         checks = [a for b in lab.brokers for a in b.mqtt_shim.arrivals if a.header == "v2-local"]
-        assert {a.peer[0] for a in checks} == {"127.0.0.1"} and all(a.relayed for a in checks)
+        # Checks keep arriving: one still opening its relay has neither relayed nor been dropped yet.
+        assert {a.peer[0] for a in checks} == {"127.0.0.1"}
+        assert not [a.dropped for a in checks if a.dropped] and any(a.relayed for a in checks)
         assert {b.host for b in lab.brokers if any(a.header == "v2-local" for a in b.mqtt_shim.arrivals)} == set(HOSTS)
         expected = CONNACK_ACCEPTED if anonymous else CONNACK_NOT_AUTHORIZED
         for i in range(2 * len(HOSTS)):
