@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from components.renderers.proxy import Backend  # noqa: E402
-from tests.harness import Lab, free_port, make_certs, tls_context, wait_port  # noqa: E402
+from tests.harness import Lab, free_port, make_certs, proc_stats, tls_context, wait_port  # noqa: E402
 
 PHASE_TIMEOUT = 90.0
 
@@ -107,13 +107,10 @@ async def latency(port: int, ctx: ssl.SSLContext, messages: int) -> list[float]:
 
 def rss_kib(pgid: int) -> int:
     total = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+    for pid, stat in proc_stats():
+        if int(stat[2]) != pgid:
             continue
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            if int(stat[2]) != pgid:
-                continue
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])

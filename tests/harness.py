@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import ipaddress
 import os
 import pwd
@@ -61,28 +60,42 @@ def _listen_ports() -> range:
 
 _LISTEN_PORTS = _listen_ports()
 _handed_out: set[int] = set()
+_port_picks = random.Random()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free on every lab address and never handed out before in this process: a lab picks
     several ports before it starts anything, and each must be its own."""
     del host  # free on every lab address, so on this one
-    rng = random.Random()
     for _ in range(500):
-        port = rng.choice(_LISTEN_PORTS)
+        port = _port_picks.choice(_LISTEN_PORTS)
         if port not in _handed_out and all(_bindable(h, port) for h in LAB_HOSTS):
             _handed_out.add(port)
             return port
     raise RuntimeError("no port free on every lab address")
 
 
-def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
+def until(cond, timeout: float, interval: float = 0.05) -> bool:
+    """Whether ``cond()`` came true within ``timeout`` seconds, asked every ``interval``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{host}:{port} did not open within {timeout}s")
+        if cond():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
+    if not until(lambda: _accepts(host, port), timeout):
+        raise TimeoutError(f"{host}:{port} did not open within {timeout}s")
 
 
 def wait_bridged(log: Path, client_ids: list[str], timeout: float = 40.0) -> None:
@@ -94,15 +107,23 @@ def wait_bridged(log: Path, client_ids: list[str], timeout: float = 40.0) -> Non
     broker's ("New bridge connected from <addr> as <hostname>.bridge-1 (p2, c1, k60)." or, with
     remote_clientid set, "... as bridge-1 ..."), read here from the process this lab started.
     """
-    deadline = time.monotonic() + timeout
-    pending = set(client_ids)
-    while pending and time.monotonic() < deadline:
+
+    def pending() -> list[str]:
         text = log.read_text(errors="replace") if log.exists() else ""
-        pending = {i for i in pending if not re.search(rf"connected from \S+ as (\S+\.)?{re.escape(i)} ", text)}
-        if pending:
-            time.sleep(0.1)
-    if pending:
-        raise TimeoutError(f"bridges {sorted(pending)} not connected to the first broker within {timeout}s (see {log})")
+        return [i for i in client_ids if not re.search(rf"connected from \S+ as (\S+\.)?{re.escape(i)} ", text)]
+
+    if not until(lambda: not pending(), timeout, 0.1):
+        raise TimeoutError(f"bridges {pending()} not connected to the first broker within {timeout}s (see {log})")
+
+
+def proc_stats():
+    """(pid, the fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, …) of every
+    live process; one that exits while read is skipped."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            yield int(stat.parent.name), stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
 
 
 def make_certs(d: Path) -> dict[str, Path]:

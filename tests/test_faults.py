@@ -28,7 +28,7 @@ from tests.faultlab import (
     thaw,
     vanish,
 )
-from tests.harness import Lab, free_port, make_certs
+from tests.harness import Lab, free_port, make_certs, until
 from tests.test_dataplane import HOSTS, KINDS, SHIPPED, shipped
 
 WINDOW = 12.0
@@ -208,25 +208,14 @@ def test_the_checker_marks_down_and_back_up_with_one_reload_each(tmp_path, certs
         ws_down = re.compile(rf"^\s*server {re.escape(b.host)}:\d+ [^;]*\bdown;", re.M)
         try:
             freeze(b)
-            assert _until(down, 6), lab.proxy.conf.read_text()
+            assert until(down, 6), lab.proxy.conf.read_text()
             http = lab.proxy.conf.read_text().partition("\nhttp {")[2]
             assert ws_down.search(http), "the WebSocket upstream follows"
         finally:
             thaw(b)
-        assert _until(lambda: not down(), 8)
+        assert until(lambda: not down(), 8)
         log = (lab.workdir / "checker.log").read_text()
         assert log.count("nginx reloaded") == 2, log
-
-
-def _until(cond, timeout: float) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # --- AWS load balancers and proxy hosts, as planned ------------------------------------------------

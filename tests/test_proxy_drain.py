@@ -16,7 +16,6 @@ import shlex
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ from components.renderers.proxy import CHECKER_PATH, CHECKER_UNIT, DRAINED_FILE,
 from components.renderers.scripts import node_script
 from components.rollout import proxy_script, step_script
 from tests.conftest import plan_of
-from tests.harness import Lab, connect_once, free_port, make_certs, raw_mqtt_connect, tls_context
+from tests.harness import Lab, connect_once, free_port, make_certs, proc_stats, raw_mqtt_connect, tls_context, until
 from tests.test_dataplane import HOSTS, SHIPPED, shipped
 from tests.test_day2 import _state
 
@@ -39,15 +38,6 @@ PROXIES = {"p-1": "10.0.1.1", "p-2": "10.0.1.2"}
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
     return make_certs(tmp_path_factory.mktemp("certs"))
-
-
-def _until(cond, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return cond()
 
 
 def _run_proxy_script(kind: str, workdir: Path, *args: str, **env) -> subprocess.CompletedProcess:
@@ -95,10 +85,10 @@ def test_a_drained_broker_behind_shipped_haproxy_gets_no_new_connections_and_kee
         proxy = lab.start_shipped_proxy("haproxy", text, certs)
         sock = tmp_path / "admin.sock"
         port = proxy.ports[c.MQTTS_PORT]
-        assert _until(lambda: all(s["status"] == "UP" for s in _servers(sock).values()), 15), _servers(sock)
+        assert until(lambda: all(s["status"] == "UP" for s in _servers(sock).values()), 15), _servers(sock)
         held = [_session(port, certs["ca"], f"held-{i}") for i in range(6)]  # leastconn: two each
         try:
-            assert _until(lambda: int(_servers(sock)[drained]["scur"]) >= 1, 5), _servers(sock)
+            assert until(lambda: int(_servers(sock)[drained]["scur"]) >= 1, 5), _servers(sock)
             r = _run_proxy_script("haproxy", tmp_path, "drain", drained, "unused", ADMIN_SOCKET=str(sock))
             assert r.returncode == 0, r.stderr
             assert "DRAIN" in _servers(sock)[drained]["status"]
@@ -142,15 +132,7 @@ def _start_checker(lab: Lab, drained: Path) -> None:
 
 def _children(pid: int) -> set[int]:
     """The live children of a process (nginx's workers under its master), from /proc."""
-    kids = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[1]) == pid and fields[0] != "Z":
-            kids.add(int(stat.parent.name))
-    return kids
+    return {child for child, f in proc_stats() if int(f[1]) == pid and f[0] != "Z"}
 
 
 def _reloaded(master: int, old: set[int]) -> bool:
@@ -175,19 +157,19 @@ def test_a_drained_broker_behind_shipped_nginx_gets_no_new_connections_until_und
         host = brokers[1].host
         env = {"NGINX_CONF": str(conf), "DRAINED_FILE": str(drained_file)}
         master = proxy.proc.popen.pid
-        assert _until(lambda: bool(_children(master)), 10)
+        assert until(lambda: bool(_children(master)), 10)
         old = _children(master)
         r = _run_proxy_script("nginx", tmp_path, "drain", "unused", host, **env)
         assert r.returncode == 0, r.stderr + (tmp_path / "checker.log").read_text()
         assert drained_file.read_text() == f"{host}\n"
         stream = conf.read_text().partition("\nhttp {")[0]
         assert re.search(rf"server {re.escape(host)}:\d+ [^;]*\bdown;", stream), stream
-        assert _until(lambda: _reloaded(master, old), 10), "nginx reloads once the drain has written its config"
+        assert until(lambda: _reloaded(master, old), 10), "nginx reloads once the drain has written its config"
         skip = len(_upstreams(log, 0))
         n = 30
         assert all(connect_once("127.0.0.1", port, certs["ca"], f"during-{i}") for i in range(n))
         # nginx's access log (flush=5s as shipped) names the upstream of every session
-        assert _until(lambda: len(_upstreams(log, skip)) >= n, 10), _upstreams(log, skip)
+        assert until(lambda: len(_upstreams(log, skip)) >= n, 10), _upstreams(log, skip)
         ups = _upstreams(log, skip)
         assert not any(u.startswith(f"{host}:") for u in ups), ups
         assert {u.split(":")[0] for u in ups} == {HOSTS[0], HOSTS[2]}, ups
@@ -195,10 +177,10 @@ def test_a_drained_broker_behind_shipped_nginx_gets_no_new_connections_until_und
         r = _run_proxy_script("nginx", tmp_path, "ready", "unused", host, **env)
         assert r.returncode == 0, r.stderr
         assert drained_file.read_text() == ""
-        assert _until(lambda: _reloaded(master, old), 10), "nginx reloads once the undrain has written its config"
+        assert until(lambda: _reloaded(master, old), 10), "nginx reloads once the undrain has written its config"
         skip = len(_upstreams(log, 0))
         assert all(connect_once("127.0.0.1", port, certs["ca"], f"after-{i}") for i in range(n))
-        assert _until(lambda: len(_upstreams(log, skip)) >= n, 10)
+        assert until(lambda: len(_upstreams(log, skip)) >= n, 10)
         assert any(u.startswith(f"{host}:") for u in _upstreams(log, skip)), _upstreams(log, skip)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from components.rollout import gate_script, proxy_ready_script
-from tests.harness import free_port
+from tests.harness import free_port, until
 
 FAKES = Path(__file__).parent / "fakes"
 UNITS = {"nginx": ["nginx.service", "mqtt-upstream-check.service"], "haproxy": ["haproxy.service"]}
@@ -107,15 +107,14 @@ def test_the_gate_waits_for_the_port_to_accept(tmp_path):
     state = _host_state(tmp_path, "haproxy", ["done"])
     argv, env = _gate_cmd("haproxy", state, tmp_path, port)
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # A second round of unit checks starts only after the first probe of the port was refused.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
+
+    def refused_once() -> bool:  # a second round of unit checks starts only after a refused probe
         try:
-            if len(_calls(state, "systemctl is-active")) >= 2:
-                break
+            return len(_calls(state, "systemctl is-active")) >= 2
         except (OSError, ValueError, KeyError):  # no call yet, or the fakes rewriting the state file
-            pass
-        time.sleep(0.05)
+            return False
+
+    until(lambda: proc.poll() is not None or refused_once(), 30)
     with socket.socket() as late:
         late.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         late.bind(("127.0.0.1", port))
